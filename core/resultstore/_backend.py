@@ -1,0 +1,595 @@
+"""The Backend: one configured storage plugin, the provider API and the wait loops."""
+
+from __future__ import annotations
+
+import time
+import traceback as tb_module
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, Final
+
+import pluggy
+
+from . import _hookspecs, _registry
+from ._errors import (
+    BackendLoadError,
+    PluginValidationError,
+    TaskRevokedError,
+    TimeoutError,
+    UnsupportedOperation,
+)
+from ._exceptions import ExceptionRebuilder, exception_to_dict
+from ._meta import GroupMeta, TaskInfo, TaskMeta
+from ._plugins import (
+    BackendConfig,
+    Capability,
+    declared_capabilities,
+    plugin_name,
+    validate_plugin,
+)
+from ._serialization import DEFAULT_SERIALIZER, Codec
+from ._states import (
+    EXCEPTION_STATES,
+    FAILURE,
+    PENDING,
+    READY_STATES,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+)
+from ._url import URL
+from ._waiting import Waiter, WaitHub
+
+if TYPE_CHECKING:
+    from ._result import GroupResult
+
+DEFAULT_URL = "memory://"
+DEFAULT_EXPIRES = 86400.0  # Celery's result_expires: one day
+MAX_TASK_ID_LENGTH = 155  # Celery's task_id column, so ids stay portable across engines
+# Polling (plugins without push) starts fast and backs off to the caller's interval.
+FIRST_POLL_DELAY = 0.001
+DEFAULT_INTERVAL = 0.1
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+DEFAULT: Final = _Default()
+Expires = float | int | timedelta | None
+
+# Celery's setting names accepted by Backend.from_config, mapped to keyword arguments.
+SETTINGS = {
+    "result_backend": "url",
+    "result_expires": "expires",
+    "result_serializer": "serializer",
+    "result_accept_content": "accept_content",
+    "result_extended": "extended",
+    "result_exception_allow": "exception_allow",
+}
+
+
+def _seconds(value: Expires, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be seconds, a timedelta or None, got {value!r}")
+    if not value > 0:
+        raise ValueError(f"{what} must be positive (or None for no expiry), got {value!r}")
+    return float(value)
+
+
+def validate_task_id(task_id: object, what: str = "task id") -> str:
+    if not isinstance(task_id, str):
+        raise TypeError(f"{what} must be a str, got {type(task_id).__name__}: {task_id!r:.80}")
+    if not task_id:
+        raise ValueError(f"{what} must not be empty")
+    if len(task_id) > MAX_TASK_ID_LENGTH:
+        raise ValueError(
+            f"{what} is {len(task_id)} characters long; the limit is {MAX_TASK_ID_LENGTH}"
+        )
+    if not task_id.isprintable() or task_id != task_id.strip():
+        raise ValueError(
+            f"{what} {task_id!r} contains whitespace at its ends or control characters"
+        )
+    return task_id
+
+
+class Backend:
+    """A result store selected by URL.
+
+    >>> backend = Backend("memory://")
+    >>> backend.mark_as_done("t1", 42)
+    True
+    >>> backend.get_result("t1")
+    42
+    """
+
+    def __init__(
+        self,
+        url: str | URL = DEFAULT_URL,
+        *,
+        expires: Expires = DEFAULT_EXPIRES,
+        serializer: str = DEFAULT_SERIALIZER,
+        accept_content: Iterable[str] | None = None,
+        extended: bool = False,
+        exception_allow: Iterable[type[BaseException]] = (),
+        plugins: Iterable[object] = (),
+        options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.url = URL.parse(url)
+        if not isinstance(extended, bool):
+            raise TypeError(f"result_extended must be a bool, got {extended!r}")
+        if options is not None and not isinstance(options, Mapping):
+            raise TypeError(f"options must be a mapping, got {type(options).__name__}")
+        self.expires = _seconds(expires, "result_expires")
+        self.codec = Codec.create(serializer, accept_content)
+        self._rebuilder = ExceptionRebuilder(exception_allow)
+        resolved = _registry.resolve(self.url)
+        self.config = BackendConfig(
+            url=self.url,
+            inner_url=resolved.inner_url,
+            codec=self.codec,
+            expires=self.expires,
+            extended=extended,
+            options=dict(options or {}),
+        )
+        self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
+        self._pm.add_hookspecs(_hookspecs)
+        self.plugin = self._start_plugin(resolved)
+        self.capabilities = declared_capabilities(self.plugin)
+        self._register(self.plugin, storage=True)
+        for extra in plugins:
+            self.add_plugin(extra)
+        if self.expires is not None and not self.capabilities & {
+            Capability.TTL,
+            Capability.CLEANUP,
+        }:
+            self.close()
+            raise PluginValidationError(
+                f"plugin {plugin_name(self.plugin)} can neither expire results (ttl) nor clean "
+                "them up (cleanup); pass expires=None to keep results until forgotten"
+            )
+        self._hook = self._pm.hook
+        self._hub = WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
+        self._closed = False
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
+        """Build from Celery-style settings (``result_backend``, ``result_expires``, ...).
+
+        Keys that do not start with ``result_`` are handed to the plugin as options.
+        """
+        settings: dict[str, Any] = {}
+        options: dict[str, Any] = {}
+        for key, value in config.items():
+            if key in SETTINGS:
+                settings[SETTINGS[key]] = value
+            elif key.startswith("result_"):
+                raise ValueError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+            else:
+                options[key] = value
+        if options:
+            settings["options"] = options
+        return cls(**settings, **kwargs)
+
+    def _start_plugin(self, resolved: _registry.Resolved) -> object:
+        try:
+            return resolved.factory(self.config)
+        except (PluginValidationError, ValueError, TypeError):
+            raise
+        except Exception as exc:
+            raise BackendLoadError(
+                f"the plugin for {self.url.masked!r} ({resolved.source}) failed to start: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+
+    def _register(self, plugin: object, *, storage: bool) -> None:
+        validate_plugin(self._pm, plugin, storage=storage)
+        try:
+            self._pm.register(plugin)
+        except pluggy.PluginValidationError as exc:
+            raise PluginValidationError(f"plugin {plugin_name(plugin)}: {exc}") from None
+
+    def add_plugin(self, plugin: object) -> None:
+        """Add a wrapper (``@hookimpl(wrapper=True)``) or an observer (``result_stored``)."""
+        self._register(plugin, storage=False)
+
+    @property
+    def plugin_manager(self) -> pluggy.PluginManager:
+        return self._pm
+
+    def __repr__(self) -> str:
+        return f"<Backend {self.url.masked!r} plugin={plugin_name(self.plugin)}>"
+
+    def __enter__(self) -> Backend:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the push channel and the plugin's connections. Idempotent."""
+        if getattr(self, "_closed", True):
+            return
+        self._closed = True
+        self._hub.close()
+        self._hook.close()
+
+    # --- provider side ---------------------------------------------------------
+
+    def store_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: TaskInfo | None = None,
+        *,
+        expires: Expires | _Default = DEFAULT,
+        overwrite: bool = False,
+    ) -> bool:
+        """Store ``state`` with ``result`` for ``task_id``.
+
+        Returns ``False`` when the task is already in a ready state and
+        ``overwrite`` is false: a late or duplicate write never replaces a
+        final state. Raises :class:`EncodeError` (storing nothing) when the
+        result cannot be serialized.
+        """
+        validate_task_id(task_id)
+        if not isinstance(state, str) or not state:
+            raise ValueError(f"state must be a non-empty str, got {state!r}")
+        if request is not None and not isinstance(request, TaskInfo):
+            raise TypeError(f"request must be a TaskInfo, got {type(request).__name__}")
+        info = request or TaskInfo()
+        if isinstance(result, BaseException):
+            if traceback is None and result.__traceback__ is not None:
+                traceback = "".join(tb_module.format_exception(result))
+            result = exception_to_dict(result, self._probe_encode)
+        extended = self.config.extended
+        meta = TaskMeta(
+            task_id=task_id,
+            status=state,
+            result=result,
+            traceback=traceback,
+            children=list(info.children),
+            date_done=datetime.now(timezone.utc) if state in READY_STATES else None,
+            group_id=info.group_id,
+            parent_id=info.parent_id,
+            extended=extended,
+            name=info.name if extended else None,
+            args=info.args if extended else None,
+            kwargs=info.kwargs if extended else None,
+            worker=info.worker if extended else None,
+            retries=info.retries if extended else None,
+            queue=info.queue if extended else None,
+        )
+        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        written = bool(self._hook.store_result(meta=meta, ttl=ttl, overwrite=overwrite))
+        self._hook.result_stored(meta=meta, written=written)
+        return written
+
+    def _probe_encode(self, value: object) -> object:
+        return self.codec.dumps(value, "exception argument")
+
+    def mark_as_started(
+        self, task_id: str, meta: Mapping[str, Any] | None = None, request: TaskInfo | None = None
+    ) -> bool:
+        return self.store_result(task_id, dict(meta or {}), STARTED, request=request)
+
+    def mark_as_done(
+        self,
+        task_id: str,
+        result: Any,
+        request: TaskInfo | None = None,
+        *,
+        expires: Expires | _Default = DEFAULT,
+    ) -> bool:
+        return self.store_result(task_id, result, SUCCESS, request=request, expires=expires)
+
+    def mark_as_failure(
+        self,
+        task_id: str,
+        exc: BaseException,
+        traceback: str | None = None,
+        request: TaskInfo | None = None,
+        *,
+        expires: Expires | _Default = DEFAULT,
+    ) -> bool:
+        self._require_exception(exc)
+        return self.store_result(task_id, exc, FAILURE, traceback, request, expires=expires)
+
+    def mark_as_retry(
+        self,
+        task_id: str,
+        exc: BaseException,
+        traceback: str | None = None,
+        request: TaskInfo | None = None,
+    ) -> bool:
+        self._require_exception(exc)
+        return self.store_result(task_id, exc, RETRY, traceback, request)
+
+    def mark_as_revoked(
+        self, task_id: str, reason: str = "revoked", request: TaskInfo | None = None
+    ) -> bool:
+        return self.store_result(task_id, TaskRevokedError(reason), REVOKED, request=request)
+
+    @staticmethod
+    def _require_exception(exc: object) -> None:
+        if not isinstance(exc, BaseException):
+            raise TypeError(f"exc must be an exception instance, got {type(exc).__name__}")
+
+    # --- reading -------------------------------------------------------------------
+
+    def exists(self, task_id: str) -> bool:
+        """Whether anything is stored for ``task_id`` (PENDING reads also mean "unknown")."""
+        return self._hook.get(task_id=validate_task_id(task_id)) is not None
+
+    def get_task_meta(self, task_id: str) -> TaskMeta:
+        """The stored meta, or a PENDING meta when nothing is stored."""
+        meta: TaskMeta | None = self._hook.get(task_id=validate_task_id(task_id))
+        return meta if meta is not None else TaskMeta(task_id)
+
+    def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskMeta]:
+        """Metas for many ids in one round trip where the plugin can; PENDING for missing."""
+        ids = list(dict.fromkeys(validate_task_id(t) for t in task_ids))
+        found = self._read(ids)
+        return {t: found.get(t) or TaskMeta(t) for t in ids}
+
+    def get_state(self, task_id: str) -> str:
+        return self.get_task_meta(task_id).status
+
+    get_status = get_state
+
+    def get_result(self, task_id: str) -> Any:
+        """The return value, progress meta, or (for failures) the rebuilt exception."""
+        return self.result_value(self.get_task_meta(task_id))
+
+    def get_traceback(self, task_id: str) -> str | None:
+        return self.get_task_meta(task_id).traceback
+
+    def result_value(self, meta: TaskMeta) -> Any:
+        if meta.status in EXCEPTION_STATES:
+            return self.exception_from_meta(meta)
+        return meta.result
+
+    def exception_from_meta(self, meta: TaskMeta) -> BaseException:
+        return self._rebuilder.rebuild(meta.result, meta.traceback)
+
+    def _read(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        if not task_ids:
+            return {}
+        if len(task_ids) > 1 and Capability.GET_MANY in self.capabilities:
+            return self._hook.get_many(task_ids=task_ids) or {}
+        found = {}
+        for task_id in task_ids:
+            meta = self._hook.get(task_id=task_id)
+            if meta is not None:
+                found[task_id] = meta
+        return found
+
+    # --- removal, expiry, revocation ----------------------------------------------
+
+    def forget(self, task_id: str) -> bool:
+        """Delete what is stored for ``task_id``. Idempotent; returns whether it existed."""
+        return bool(self._hook.forget(task_id=validate_task_id(task_id)))
+
+    def cleanup(self) -> int:
+        """Delete expired results now and return how many (0 where the engine expires them)."""
+        if Capability.CLEANUP in self.capabilities:
+            return int(self._hook.cleanup() or 0)
+        return 0
+
+    def revoke(
+        self, task_id: str, reason: str = "revoked", *, expires: Expires | _Default = DEFAULT
+    ) -> bool:
+        """Record ``task_id`` as revoked; an unfinished task then reads REVOKED.
+
+        A finished task keeps its result. Returns whether the task now reads REVOKED.
+        """
+        validate_task_id(task_id)
+        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        if Capability.REVOKE in self.capabilities:
+            self._hook.revoke(task_id=task_id, ttl=ttl)
+        self.mark_as_revoked(task_id, reason)
+        return self.get_state(task_id) == REVOKED
+
+    def is_revoked(self, task_id: str) -> bool:
+        """Whether ``task_id`` was revoked (providers ask before and while running a task)."""
+        validate_task_id(task_id)
+        if Capability.REVOKE in self.capabilities and self._hook.is_revoked(task_id=task_id):
+            return True
+        return self.get_state(task_id) == REVOKED
+
+    # --- groups -------------------------------------------------------------------------
+
+    def save_group(
+        self, group_id: str, result: GroupResult, *, expires: Expires | _Default = DEFAULT
+    ) -> None:
+        self._require(Capability.GROUPS, "save_group")
+        validate_task_id(group_id, "group id")
+        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        self.codec.dumps(result.as_tuple(), f"group {group_id!r}")
+        self._hook.save_group(meta=GroupMeta(group_id, result.as_tuple()), ttl=ttl)
+
+    def restore_group(self, group_id: str) -> GroupResult | None:
+        from ._result import GroupResult, result_from_tuple  # they sit on top of Backend
+
+        self._require(Capability.GROUPS, "restore_group")
+        meta: GroupMeta | None = self._hook.get_group(
+            group_id=validate_task_id(group_id, "group id")
+        )
+        if meta is None:
+            return None
+        group = result_from_tuple(meta.result, self)
+        if not isinstance(group, GroupResult):
+            raise ValueError(f"group {group_id!r} holds {meta.result!r:.200}, not a group")
+        return group
+
+    def delete_group(self, group_id: str) -> bool:
+        self._require(Capability.GROUPS, "delete_group")
+        return bool(self._hook.forget_group(group_id=validate_task_id(group_id, "group id")))
+
+    def _require(self, capability: Capability, operation: str) -> None:
+        if capability not in self.capabilities:
+            raise UnsupportedOperation(
+                f"{operation} needs capability {capability.value!r}, which plugin "
+                f"{plugin_name(self.plugin)} for {self.url.masked!r} does not declare"
+            )
+
+    # --- waiting --------------------------------------------------------------------------
+
+    def wait_for(
+        self,
+        task_id: str,
+        timeout: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        on_message: Callable[[TaskMeta], None] | None = None,
+    ) -> TaskMeta:
+        """Block until ``task_id`` is ready and return its meta (TimeoutError at the deadline)."""
+        with self.iter_ready([task_id], timeout, interval, on_message) as ready:
+            return next(ready)
+
+    def iter_ready(
+        self,
+        task_ids: Iterable[str],
+        timeout: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        on_message: Callable[[TaskMeta], None] | None = None,
+    ) -> _ReadyIterator:
+        """Yield the metas of ``task_ids`` as each becomes ready (use as a context manager).
+
+        Push plugins wake the wait; others are polled from 1 ms backing off to
+        ``interval``. ``timeout`` is one deadline for all ids.
+        """
+        ids = list(dict.fromkeys(validate_task_id(t) for t in task_ids))
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
+            if timeout < 0:
+                raise ValueError(f"timeout must not be negative, got {timeout!r}")
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        if Capability.PUSH in self.capabilities:
+            gen = self._push_wait(ids, deadline, timeout, on_message)
+        else:
+            gen = self._poll_wait(ids, deadline, timeout, float(interval), on_message)
+        return _ReadyIterator(gen)
+
+    def _push_wait(
+        self,
+        ids: list[str],
+        deadline: float | None,
+        timeout: float | None,
+        on_message: Callable[[TaskMeta], None] | None,
+    ) -> Iterator[TaskMeta]:
+        pending = dict.fromkeys(ids)
+        seen: dict[str, TaskMeta] = {}
+        waiter = Waiter()
+        self._hub.add(waiter, ids)
+        try:
+            # Subscribed first, read second: a result stored before the subscription
+            # took effect is found by this read, one stored after it wakes the waiter.
+            found: Mapping[str, TaskMeta | None] = self._read(ids)
+            while True:
+                for meta in self._settle(pending, found, seen, on_message):
+                    self._hub.remove(waiter, [meta.task_id])
+                    yield meta
+                if not pending:
+                    return
+                remaining = _remaining(deadline)
+                if remaining is not None and remaining <= 0:
+                    raise _timeout(pending, seen, timeout)
+                changed = waiter.wait(remaining)
+                unknown = [t for t, m in changed.items() if m is None and t in pending]
+                found = {
+                    **{t: m for t, m in changed.items() if m is not None},
+                    **self._read(unknown),
+                }
+        finally:
+            self._hub.remove(waiter, pending)
+
+    def _poll_wait(
+        self,
+        ids: list[str],
+        deadline: float | None,
+        timeout: float | None,
+        interval: float,
+        on_message: Callable[[TaskMeta], None] | None,
+    ) -> Iterator[TaskMeta]:
+        pending = dict.fromkeys(ids)
+        seen: dict[str, TaskMeta] = {}
+        delay = FIRST_POLL_DELAY
+        while True:
+            yield from self._settle(pending, self._read(list(pending)), seen, on_message)
+            if not pending:
+                return
+            remaining = _remaining(deadline)
+            if remaining is not None and remaining <= 0:
+                raise _timeout(pending, seen, timeout)
+            time.sleep(delay if remaining is None else min(delay, remaining))
+            delay = min(delay * 2, interval)
+
+    @staticmethod
+    def _settle(
+        pending: dict[str, None],
+        found: Mapping[str, TaskMeta | None],
+        seen: dict[str, TaskMeta],
+        on_message: Callable[[TaskMeta], None] | None,
+    ) -> Iterator[TaskMeta]:
+        """Yield the ready ones among ``found`` (dropping them from ``pending``)."""
+        for task_id, meta in found.items():
+            if meta is None or task_id not in pending or seen.get(task_id) == meta:
+                continue
+            seen[task_id] = meta
+            if on_message is not None:
+                on_message(meta)
+            if meta.ready:
+                del pending[task_id]
+                yield meta
+
+    def waiting_ids(self) -> frozenset[str]:
+        """Ids that some thread in this process is waiting on through push now."""
+        return self._hub.waiting_ids()
+
+
+class _ReadyIterator:
+    """An iterator that also closes the wait (and its subscriptions) on ``with`` exit."""
+
+    def __init__(self, gen: Iterator[TaskMeta]) -> None:
+        self._gen = gen
+
+    def __iter__(self) -> _ReadyIterator:
+        return self
+
+    def __next__(self) -> TaskMeta:
+        return next(self._gen)
+
+    def close(self) -> None:
+        self._gen.close()  # type: ignore[attr-defined]
+
+    def __enter__(self) -> _ReadyIterator:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+def _timeout(
+    pending: Mapping[str, None], seen: Mapping[str, TaskMeta], timeout: float | None
+) -> TimeoutError:
+    ids = list(pending)
+    if len(ids) == 1:
+        state = seen[ids[0]].status if ids[0] in seen else PENDING
+        return TimeoutError(f"task {ids[0]!r} was not ready within {timeout:g} s (state {state})")
+    shown = ", ".join(repr(t) for t in ids[:5]) + (", ..." if len(ids) > 5 else "")
+    return TimeoutError(f"{len(ids)} tasks were not ready within {timeout:g} s: {shown}")

@@ -1,0 +1,123 @@
+"""The hook contract between the core and storage plugins (project name ``resultstore``).
+
+Storage hooks are ``firstresult``: the storage plugin answers them. Wrappers
+(metrics, tracing, compression, encryption) implement the same hooks with
+``@hookimpl(wrapper=True)`` and ``return (yield)``. Observers implement
+``result_stored``. docs/writing-a-plugin.md is the guide for plugin authors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping, Sequence
+from typing import Protocol
+
+import pluggy
+
+from ._meta import GroupMeta, TaskMeta
+
+PROJECT = "resultstore"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+OnChange = Callable[[str, "TaskMeta | None"], None]
+
+
+class NotifyChannel(Protocol):
+    """What a push plugin's ``notify`` hook returns: one channel per backend and process.
+
+    The core subscribes only the ids someone waits on and unsubscribes them when
+    the last waiter leaves. The plugin calls ``on_change(task_id, meta)`` from
+    any thread whenever a subscribed id may have changed; ``meta`` is the new
+    state when the plugin has it at hand, else ``None`` (the core then reads).
+    """
+
+    def subscribe(self, task_ids: Collection[str]) -> None: ...
+
+    def unsubscribe(self, task_ids: Collection[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+# --- required -------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def store_result(meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool | None:
+    """Persist ``meta`` (replacing any earlier state of ``meta.task_id``).
+
+    ``ttl`` is seconds until the record may expire, or ``None`` to keep it.
+    Unless ``overwrite`` is true, a stored *ready* state (SUCCESS, FAILURE,
+    REVOKED) must be left as it is; the check and the write must be one atomic
+    step in the store (a lock, a Lua script, a conditional UPDATE). A plugin
+    with push announces the write to subscribers in the same step.
+    Return ``True`` when written, ``False`` when a ready state was kept.
+    """
+
+
+@hookspec(firstresult=True)
+def get(task_id: str) -> TaskMeta | None:
+    """Return the stored meta, or ``None`` when nothing is stored (never a PENDING stand-in)."""
+
+
+@hookspec(firstresult=True)
+def forget(task_id: str) -> bool | None:
+    """Delete the stored meta. Idempotent: return whether something was deleted."""
+
+
+# --- optional, announced by capabilities ------------------------------------
+
+
+@hookspec(firstresult=True)
+def notify(on_change: OnChange) -> NotifyChannel | None:
+    """Capability ``push``: open the process's change channel for this backend."""
+
+
+@hookspec(firstresult=True)
+def get_many(task_ids: Sequence[str]) -> Mapping[str, TaskMeta] | None:
+    """Capability ``get_many``: read many ids in one round trip; omit the missing ones."""
+
+
+@hookspec(firstresult=True)
+def save_group(meta: GroupMeta, ttl: float | None) -> bool | None:
+    """Capability ``groups``: persist a group's member list."""
+
+
+@hookspec(firstresult=True)
+def get_group(group_id: str) -> GroupMeta | None:
+    """Capability ``groups``: the saved group, or ``None``."""
+
+
+@hookspec(firstresult=True)
+def forget_group(group_id: str) -> bool | None:
+    """Capability ``groups``: delete a saved group. Idempotent."""
+
+
+@hookspec(firstresult=True)
+def cleanup() -> int | None:
+    """Capability ``cleanup``: delete every expired record now; return how many."""
+
+
+@hookspec(firstresult=True)
+def revoke(task_id: str, ttl: float | None) -> bool | None:
+    """Capability ``revoke``: record ``task_id`` as revoked for ``ttl`` seconds."""
+
+
+@hookspec(firstresult=True)
+def is_revoked(task_id: str) -> bool | None:
+    """Capability ``revoke``: whether ``task_id`` was recorded as revoked."""
+
+
+# --- every plugin -------------------------------------------------------------
+
+
+@hookspec
+def result_stored(meta: TaskMeta, written: bool) -> None:
+    """Observers: called after every store, with whether it was written."""
+
+
+@hookspec
+def close() -> None:
+    """Release connections, threads and files. Called once by ``Backend.close()``."""
+
+
+REQUIRED_HOOKS = ("store_result", "get", "forget")

@@ -1,0 +1,154 @@
+"""A base class that turns five key-value primitives into every storage hook.
+
+A plugin over a key-value engine subclasses :class:`KeyValueStore` and
+implements ``kv_get``, ``kv_set`` and ``kv_delete`` (``kv_mget``, ``kv_lock``
+and ``announce`` have defaults). Keys and values are Celery's: the meta of
+task ``<id>`` is stored under ``celery-task-meta-<id>`` as the serializer's
+bytes of :meth:`TaskMeta.to_wire`, exactly what Celery's key-value backends
+write.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
+
+from ._errors import DecodeError
+from ._hookspecs import hookimpl
+from ._meta import GroupMeta, TaskMeta
+from ._plugins import BackendConfig
+
+TASK_KEYPREFIX = "celery-task-meta-"
+GROUP_KEYPREFIX = "celery-taskset-meta-"
+REVOKED_KEYPREFIX = "resultstore-revoked-"
+_REVOKED = b"1"
+
+
+class KeyValueStore:
+    """Storage hooks over ``kv_get / kv_mget / kv_set / kv_delete / kv_lock``.
+
+    ``kv_lock(key)`` must make "read the current state, then write" atomic
+    against every other writer of ``key``. The default is a lock inside this
+    process, which is enough for an engine only this process writes to; an
+    engine shared between processes must override it (a file lock, a server
+    side script) or override ``store_result`` itself.
+    """
+
+    keyprefix = ""
+
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.codec = config.codec
+        self._locks = [threading.Lock() for _ in range(64)]
+
+    # --- primitives -----------------------------------------------------------
+
+    def kv_get(self, key: str) -> bytes | None:
+        raise NotImplementedError
+
+    def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.kv_get(key) for key in keys]
+
+    def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        raise NotImplementedError
+
+    def kv_delete(self, key: str) -> bool:
+        raise NotImplementedError
+
+    def kv_lock(self, key: str) -> AbstractContextManager[object]:
+        return self._locks[zlib.crc32(key.encode()) % len(self._locks)]
+
+    def announce(self, meta: TaskMeta, data: bytes) -> None:
+        """Called after a task meta is written, with ``kv_lock`` held; push plugins publish here."""
+
+    # --- keys and encoding -------------------------------------------------------
+
+    def task_key(self, task_id: str) -> str:
+        return f"{self.keyprefix}{TASK_KEYPREFIX}{task_id}"
+
+    def group_key(self, group_id: str) -> str:
+        return f"{self.keyprefix}{GROUP_KEYPREFIX}{group_id}"
+
+    def revoked_key(self, task_id: str) -> str:
+        return f"{self.keyprefix}{REVOKED_KEYPREFIX}{task_id}"
+
+    def encode_meta(self, meta: TaskMeta) -> bytes:
+        return self.codec.dumps(meta.to_wire(), f"result of task {meta.task_id!r}")
+
+    def decode_meta(self, task_id: str, data: bytes) -> TaskMeta:
+        wire = self.codec.loads(data, f"stored meta of task {task_id!r}")
+        try:
+            return TaskMeta.from_wire(task_id, wire)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
+
+    # --- hooks -------------------------------------------------------------------------
+
+    @hookimpl
+    def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        key = self.task_key(meta.task_id)
+        data = self.encode_meta(meta)
+        with self.kv_lock(key):
+            if not overwrite and self._is_ready(meta.task_id, self.kv_get(key)):
+                return False
+            self.kv_set(key, data, ttl)
+            self.announce(meta, data)
+        return True
+
+    def _is_ready(self, task_id: str, current: bytes | None) -> bool:
+        if current is None:
+            return False
+        try:
+            return self.decode_meta(task_id, current).ready
+        except DecodeError:
+            return False  # unreadable bytes hold no state worth keeping
+
+    @hookimpl
+    def get(self, task_id: str) -> TaskMeta | None:
+        data = self.kv_get(self.task_key(task_id))
+        return None if data is None else self.decode_meta(task_id, data)
+
+    @hookimpl
+    def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        values = self.kv_mget([self.task_key(t) for t in task_ids])
+        return {
+            t: self.decode_meta(t, v)
+            for t, v in zip(task_ids, values, strict=True)
+            if v is not None
+        }
+
+    @hookimpl
+    def forget(self, task_id: str) -> bool:
+        return self.kv_delete(self.task_key(task_id))
+
+    @hookimpl
+    def save_group(self, meta: GroupMeta, ttl: float | None) -> bool:
+        data = self.codec.dumps(meta.to_wire(), f"group {meta.group_id!r}")
+        self.kv_set(self.group_key(meta.group_id), data, ttl)
+        return True
+
+    @hookimpl
+    def get_group(self, group_id: str) -> GroupMeta | None:
+        data = self.kv_get(self.group_key(group_id))
+        if data is None:
+            return None
+        wire = self.codec.loads(data, f"stored meta of group {group_id!r}")
+        try:
+            return GroupMeta.from_wire(group_id, wire)
+        except ValueError as exc:
+            raise DecodeError(str(exc)) from None
+
+    @hookimpl
+    def forget_group(self, group_id: str) -> bool:
+        return self.kv_delete(self.group_key(group_id))
+
+    @hookimpl
+    def revoke(self, task_id: str, ttl: float | None) -> bool:
+        self.kv_set(self.revoked_key(task_id), _REVOKED, ttl)
+        return True
+
+    @hookimpl
+    def is_revoked(self, task_id: str) -> bool:
+        return self.kv_get(self.revoked_key(task_id)) is not None

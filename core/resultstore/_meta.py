@@ -1,0 +1,134 @@
+"""What a plugin stores: the task meta and group meta, and their Celery wire form."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
+from typing import Any
+
+from ._states import PENDING, READY_STATES
+
+# Celery's extended fields (result_extended=True), in its order on the wire.
+EXTENDED_FIELDS = ("name", "args", "kwargs", "worker", "retries", "queue")
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What the provider knows about a running task (Celery's ``request``).
+
+    ``group_id`` and ``parent_id`` are always stored; the other fields only
+    when the backend runs with ``result_extended=True``.
+    """
+
+    name: str | None = None
+    args: Sequence[Any] | None = None
+    kwargs: Mapping[str, Any] | None = None
+    worker: str | None = None
+    retries: int | None = None
+    queue: str | None = None
+    group_id: str | None = None
+    parent_id: str | None = None
+    children: Sequence[Any] = ()
+
+
+@dataclass(frozen=True)
+class TaskMeta:
+    """One task's stored state, as every plugin receives and returns it.
+
+    ``result`` is already in storable form: the return value, the progress
+    meta of a custom state, or an exception as ``{exc_type, exc_message,
+    exc_module}``. ``extended`` says whether the extended fields are part of
+    the record (they are written even when ``None``, as Celery does).
+    """
+
+    task_id: str
+    status: str = PENDING
+    result: Any = None
+    traceback: str | None = None
+    children: list[Any] = field(default_factory=list)
+    date_done: datetime | None = None
+    group_id: str | None = None
+    parent_id: str | None = None
+    extended: bool = False
+    name: str | None = None
+    args: Any = None
+    kwargs: Any = None
+    worker: str | None = None
+    retries: int | None = None
+    queue: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.status in READY_STATES
+
+    def to_wire(self) -> dict[str, Any]:
+        """The dict Celery's key-value backends serialize, key for key and in order."""
+        wire: dict[str, Any] = {
+            "status": self.status,
+            "result": self.result,
+            "traceback": self.traceback,
+            "children": self.children,
+            "date_done": self.date_done.isoformat() if self.date_done else None,
+        }
+        if self.group_id:
+            wire["group_id"] = self.group_id
+        if self.parent_id:
+            wire["parent_id"] = self.parent_id
+        if self.extended:
+            for name in EXTENDED_FIELDS:
+                wire[name] = getattr(self, name)
+        wire["task_id"] = self.task_id
+        return wire
+
+    @classmethod
+    def from_wire(cls, task_id: str, wire: Mapping[str, Any]) -> TaskMeta:
+        """Read a decoded Celery meta dict; unknown keys (e.g. stamps) are dropped."""
+        if not isinstance(wire, Mapping) or not isinstance(wire.get("status"), str):
+            raise ValueError(f"meta of task {task_id!r} is not a task record: {wire!r:.200}")
+        extended = {name: wire[name] for name in EXTENDED_FIELDS if name in wire}
+        return cls(
+            task_id=task_id,
+            status=wire["status"],
+            result=wire.get("result"),
+            traceback=wire.get("traceback"),
+            children=list(wire.get("children") or ()),
+            date_done=parse_date(wire.get("date_done")),
+            group_id=wire.get("group_id"),
+            parent_id=wire.get("parent_id"),
+            extended=bool(extended),
+            **extended,
+        )
+
+    def replace(self, **changes: Any) -> TaskMeta:
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class GroupMeta:
+    """A saved group: its id and its members in Celery's ``as_tuple`` form."""
+
+    group_id: str
+    result: Any
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"result": self.result}
+
+    @classmethod
+    def from_wire(cls, group_id: str, wire: Mapping[str, Any]) -> GroupMeta:
+        if not isinstance(wire, Mapping) or "result" not in wire:
+            raise ValueError(f"meta of group {group_id!r} is not a group record: {wire!r:.200}")
+        return cls(group_id, wire["result"])
+
+
+def parse_date(value: object) -> datetime | None:
+    """Celery writes ISO-8601 strings; older versions wrote naive UTC."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        parsed = value
+    elif isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    else:
+        raise ValueError(f"date_done must be an ISO-8601 string, got {value!r}")
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)

@@ -1,0 +1,424 @@
+"""The consumer side: AsyncResult, ResultSet, GroupResult and EagerResult."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import closing
+from datetime import datetime
+from typing import Any, NoReturn
+
+from ._backend import DEFAULT, DEFAULT_INTERVAL, Backend, Expires, _Default, validate_task_id
+from ._context import assert_will_not_block
+from ._errors import RemoteTraceback
+from ._meta import TaskMeta
+from ._states import FAILURE, PROPAGATE_STATES, READY_STATES, SUCCESS
+
+Callback = Callable[[str, Any], None]
+OnMessage = Callable[[TaskMeta], None]
+
+
+class AsyncResult:
+    """A task's result, read through its backend. Ready metas are cached."""
+
+    def __init__(self, id: str, backend: Backend, parent: AsyncResult | None = None) -> None:
+        if not isinstance(backend, Backend):
+            raise TypeError(f"backend must be a resultstore.Backend, got {type(backend).__name__}")
+        self.id = validate_task_id(id)
+        self.backend = backend
+        self.parent = parent
+        self._cache: TaskMeta | None = None
+
+    @property
+    def task_id(self) -> str:
+        return self.id
+
+    def _get_meta(self) -> TaskMeta:
+        if self._cache is not None:
+            return self._cache
+        meta = self.backend.get_task_meta(self.id)
+        if meta.ready:
+            self._cache = meta
+        return meta
+
+    def _value(self, meta: TaskMeta) -> Any:
+        return self.backend.result_value(meta)
+
+    # --- state -------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        """The task's state; PENDING also for ids nothing is stored for (see ``exists``)."""
+        return self._get_meta().status
+
+    status = state
+
+    @property
+    def result(self) -> Any:
+        """The return value, the progress meta, or the exception of a failed task."""
+        return self._value(self._get_meta())
+
+    info = result
+
+    @property
+    def traceback(self) -> str | None:
+        return self._get_meta().traceback
+
+    @property
+    def date_done(self) -> datetime | None:
+        return self._get_meta().date_done
+
+    @property
+    def name(self) -> str | None:
+        return self._get_meta().name
+
+    @property
+    def args(self) -> Any:
+        return self._get_meta().args
+
+    @property
+    def kwargs(self) -> Any:
+        return self._get_meta().kwargs
+
+    @property
+    def worker(self) -> str | None:
+        return self._get_meta().worker
+
+    @property
+    def retries(self) -> int | None:
+        return self._get_meta().retries
+
+    @property
+    def queue(self) -> str | None:
+        return self._get_meta().queue
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        return [result_from_tuple(child, self.backend) for child in self._get_meta().children]
+
+    def ready(self) -> bool:
+        return self.state in READY_STATES
+
+    def successful(self) -> bool:
+        return self.state == SUCCESS
+
+    def failed(self) -> bool:
+        return self.state == FAILURE
+
+    def exists(self) -> bool:
+        """Whether anything is stored: tells an unknown id from a PENDING one."""
+        return self._cache is not None or self.backend.exists(self.id)
+
+    # --- waiting -----------------------------------------------------------------
+
+    def get(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = DEFAULT_INTERVAL,
+        callback: Callback | None = None,
+        on_message: OnMessage | None = None,
+        disable_sync_subtasks: bool = True,
+    ) -> Any:
+        """Wait until the task is ready and return its value.
+
+        Re-raises the task's exception (with the remote traceback as its cause)
+        when it failed or was revoked and ``propagate`` is true. ``timeout`` is
+        in seconds and exact; at the deadline :class:`resultstore.TimeoutError`
+        (a subclass of the builtin ``TimeoutError``) is raised. ``on_message``
+        sees every state the wait observes, progress included.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        meta = self._wait(timeout, interval, on_message)
+        if propagate and meta.status in PROPAGATE_STATES:
+            self._raise(meta)
+        value = self._value(meta)
+        if callback is not None:
+            callback(self.id, value)
+        return value
+
+    wait = get
+
+    def _wait(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> TaskMeta:
+        if self._cache is None:
+            self._cache = self.backend.wait_for(self.id, timeout, interval, on_message)
+        return self._cache
+
+    def _raise(self, meta: TaskMeta) -> NoReturn:
+        exc = self._value(meta)
+        if meta.traceback:
+            raise exc from RemoteTraceback(meta.traceback)
+        raise exc
+
+    # --- changing -------------------------------------------------------------------
+
+    def forget(self) -> None:
+        """Delete the stored result (idempotent)."""
+        self._cache = None
+        self.backend.forget(self.id)
+
+    def revoke(self, reason: str = "revoked", *, expires: Expires | _Default = DEFAULT) -> bool:
+        """Revoke the task; see :meth:`Backend.revoke`."""
+        self._cache = None
+        return self.backend.revoke(self.id, reason, expires=expires)
+
+    # --- identity -------------------------------------------------------------------
+
+    def as_tuple(self) -> Any:
+        return (self.id, self.parent.as_tuple() if self.parent else None), None
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, AsyncResult):
+            return other.id == self.id
+        if isinstance(other, str):
+            return other == self.id
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: {self.id}>"
+
+    def __str__(self) -> str:
+        return self.id
+
+
+class EagerResult(AsyncResult):
+    """A result known without a backend (a task run in-process)."""
+
+    def __init__(
+        self, id: str, ret_value: Any, state: str = SUCCESS, traceback: str | None = None
+    ) -> None:
+        self.id = validate_task_id(id)
+        self.parent = None
+        self._ret_value = ret_value
+        self._cache = TaskMeta(id, status=state, result=ret_value, traceback=traceback)
+
+    def _get_meta(self) -> TaskMeta:
+        assert self._cache is not None
+        return self._cache
+
+    def _value(self, meta: TaskMeta) -> Any:
+        return self._ret_value
+
+    def _wait(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> TaskMeta:
+        return self._get_meta()
+
+    def exists(self) -> bool:
+        return True
+
+    def forget(self) -> None:
+        pass
+
+    def revoke(self, reason: str = "revoked", *, expires: Expires | _Default = DEFAULT) -> bool:
+        return False
+
+    @property
+    def children(self) -> list[AsyncResult | GroupResult]:
+        return []
+
+
+class ResultSet:
+    """Several results read and joined together through one backend."""
+
+    def __init__(self, results: Iterable[AsyncResult], backend: Backend | None = None) -> None:
+        self.results: list[AsyncResult] = []
+        self._backend = backend
+        for result in results:
+            self.add(result)
+
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            raise ValueError("an empty ResultSet has no backend; pass backend=")
+        return self._backend
+
+    def add(self, result: AsyncResult) -> None:
+        if not isinstance(result, AsyncResult) or isinstance(result, EagerResult):
+            raise TypeError(f"a ResultSet holds AsyncResult objects, got {result!r}")
+        if self._backend is None:
+            self._backend = result.backend
+        elif result.backend is not self._backend:
+            raise ValueError(
+                f"{result!r} uses {result.backend!r}, but this set uses {self._backend!r}"
+            )
+        if result not in self.results:
+            self.results.append(result)
+
+    def update(self, results: Iterable[AsyncResult]) -> None:
+        for result in results:
+            self.add(result)
+
+    def remove(self, result: AsyncResult | str) -> None:
+        self.results.remove(result)  # type: ignore[arg-type]
+
+    def discard(self, result: AsyncResult | str) -> None:
+        if result in self.results:
+            self.remove(result)
+
+    def clear(self) -> None:
+        self.results.clear()
+
+    def _metas(self) -> list[TaskMeta]:
+        """One read for all members (cached ready ones are not read again)."""
+        todo = [r.id for r in self.results if r._cache is None]
+        fresh = self.backend.get_many(todo) if todo else {}
+        metas = []
+        for r in self.results:
+            meta = r._cache or fresh[r.id]
+            if meta.ready:
+                r._cache = meta
+            metas.append(meta)
+        return metas
+
+    def ready(self) -> bool:
+        return all(m.ready for m in self._metas())
+
+    def successful(self) -> bool:
+        return all(m.status == SUCCESS for m in self._metas())
+
+    def failed(self) -> bool:
+        return any(m.status == FAILURE for m in self._metas())
+
+    def waiting(self) -> bool:
+        return not self.ready()
+
+    def completed_count(self) -> int:
+        """How many members succeeded (Celery's definition)."""
+        return sum(m.status == SUCCESS for m in self._metas())
+
+    def as_completed(
+        self,
+        timeout: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        on_message: OnMessage | None = None,
+    ) -> Generator[AsyncResult, None, None]:
+        """Yield members as each becomes ready; one deadline for all of them."""
+        by_id = {r.id: r for r in self.results}
+        for r in self.results:
+            if r._cache is not None:
+                yield r
+        todo = [r.id for r in self.results if r._cache is None]
+        if not todo:
+            return
+        with self.backend.iter_ready(todo, timeout, interval, on_message) as ready:
+            for meta in ready:
+                member = by_id[meta.task_id]
+                member._cache = meta
+                yield member
+
+    def join(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = DEFAULT_INTERVAL,
+        callback: Callback | None = None,
+        on_message: OnMessage | None = None,
+        disable_sync_subtasks: bool = True,
+    ) -> list[Any]:
+        """Wait for every member and return their values in member order.
+
+        Reads all pending members in one round trip per wake-up. With
+        ``propagate``, the first failure to arrive is raised at once.
+        ``callback(task_id, value)`` is called as each one arrives.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        # closing(): a raise below must end the wait (and its subscriptions) now,
+        # not when the traceback holding this frame is freed.
+        with closing(self.as_completed(timeout, interval, on_message)) as members:
+            for member in members:
+                meta = member._get_meta()
+                if propagate and meta.status in PROPAGATE_STATES:
+                    member._raise(meta)
+                if callback is not None:
+                    callback(member.id, member._value(meta))
+        return [r._value(r._get_meta()) for r in self.results]
+
+    get = join
+
+    def forget(self) -> None:
+        for result in self.results:
+            result.forget()
+
+    def revoke(self, reason: str = "revoked") -> None:
+        for result in self.results:
+            result.revoke(reason)
+
+    def __len__(self) -> int:
+        return len(self.results)
+
+    def __iter__(self) -> Iterator[AsyncResult]:
+        return iter(self.results)
+
+    def __getitem__(self, index: int) -> AsyncResult:
+        return self.results[index]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, ResultSet):
+            return other.results == self.results
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}: [{', '.join(r.id for r in self.results)}]>"
+
+
+class GroupResult(ResultSet):
+    """A ResultSet with an id, which can be saved to and restored from the backend."""
+
+    def __init__(
+        self,
+        id: str,
+        results: Sequence[AsyncResult] = (),
+        backend: Backend | None = None,
+        parent: AsyncResult | None = None,
+    ) -> None:
+        self.id = validate_task_id(id, "group id")
+        self.parent = parent
+        super().__init__(results, backend)
+
+    def save(self, *, expires: Expires | _Default = DEFAULT) -> GroupResult:
+        self.backend.save_group(self.id, self, expires=expires)
+        return self
+
+    def delete(self) -> bool:
+        return self.backend.delete_group(self.id)
+
+    @classmethod
+    def restore(cls, id: str, backend: Backend) -> GroupResult | None:
+        return backend.restore_group(id)
+
+    def as_tuple(self) -> Any:
+        parent = self.parent.as_tuple() if self.parent else None
+        return (self.id, parent), [r.as_tuple() for r in self.results]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, GroupResult):
+            return other.id == self.id and other.results == self.results
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def result_from_tuple(value: Any, backend: Backend) -> AsyncResult | GroupResult:
+    """Rebuild a result from its ``as_tuple`` form (the form Celery stores)."""
+    try:
+        head, nodes = value
+        task_id, parent = head if isinstance(head, (list, tuple)) else (head, None)
+    except (TypeError, ValueError):
+        raise ValueError(f"not a result tuple: {value!r:.200}") from None
+    parent_result = result_from_tuple(parent, backend) if parent else None
+    if nodes is not None:
+        if not isinstance(nodes, (list, tuple)):
+            raise ValueError(f"not a result tuple: {value!r:.200}")
+        members = [result_from_tuple(node, backend) for node in nodes]
+        return GroupResult(task_id, members, backend, parent=parent_result)  # type: ignore[arg-type]
+    return AsyncResult(task_id, backend, parent=parent_result)  # type: ignore[arg-type]

@@ -1,0 +1,111 @@
+"""The waiting side of push: one channel per backend, many waiters, nothing left behind.
+
+The hub keeps, per task id, the set of waiters that want it. The first waiter
+for an id subscribes it on the plugin's channel and the last one to leave
+unsubscribes it, so a timed-out, finished or abandoned wait leaves no
+subscription and no reference. Waiters only record "this id changed" (with the
+new meta when the plugin sent it); the wait loop then decides what to read.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Collection
+
+from ._hookspecs import NotifyChannel, OnChange
+from ._meta import TaskMeta
+
+
+class Waiter:
+    """A blocking waiter for one or more ids, woken from any thread."""
+
+    __slots__ = ("_changed", "_event", "_lock")
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self._lock = threading.Lock()
+        self._changed: dict[str, TaskMeta | None] = {}
+
+    def wake(self, task_id: str, meta: TaskMeta | None) -> None:
+        with self._lock:
+            self._changed[task_id] = meta
+            self._event.set()
+
+    def wait(self, timeout: float | None) -> dict[str, TaskMeta | None]:
+        """Block until woken or ``timeout``; return what changed (empty on timeout).
+
+        Clearing the event and taking the changes happen under one lock, so a
+        wake-up that lands at any moment is seen now or by the next wait.
+        """
+        self._event.wait(timeout)
+        with self._lock:
+            changed, self._changed = self._changed, {}
+            self._event.clear()
+        return changed
+
+
+class WaitHub:
+    """Per-backend registry of waiters over one lazily opened notify channel."""
+
+    def __init__(self, open_channel: Callable[[OnChange], NotifyChannel]) -> None:
+        self._open_channel = open_channel
+        self._lock = threading.Lock()
+        self._waiters: dict[str, set[Waiter]] = {}
+        self._channel: NotifyChannel | None = None
+
+    def add(self, waiter: Waiter, task_ids: Collection[str]) -> None:
+        # Subscribe and unsubscribe under the lock: their order on the channel must
+        # be the order the hub decided them in, or a late unsubscribe could undo a
+        # newer waiter's subscribe.
+        with self._lock:
+            first = []
+            for task_id in task_ids:
+                waiters = self._waiters.setdefault(task_id, set())
+                if not waiters:
+                    first.append(task_id)
+                waiters.add(waiter)
+            if not first:
+                return
+            try:
+                if self._channel is None:
+                    self._channel = self._open_channel(self._on_change)
+                self._channel.subscribe(first)
+            except BaseException:
+                self._discard(waiter, task_ids)
+                raise
+
+    def remove(self, waiter: Waiter, task_ids: Collection[str]) -> None:
+        with self._lock:
+            last = self._discard(waiter, task_ids)
+            if last and self._channel is not None:
+                self._channel.unsubscribe(last)
+
+    def _discard(self, waiter: Waiter, task_ids: Collection[str]) -> list[str]:
+        last = []
+        for task_id in task_ids:
+            waiters = self._waiters.get(task_id)
+            if waiters is None:
+                continue
+            waiters.discard(waiter)
+            if not waiters:
+                del self._waiters[task_id]
+                last.append(task_id)
+        return last
+
+    def _on_change(self, task_id: str, meta: TaskMeta | None) -> None:
+        with self._lock:
+            waiters = list(self._waiters.get(task_id, ()))
+        for waiter in waiters:
+            waiter.wake(task_id, meta)
+
+    def waiting_ids(self) -> frozenset[str]:
+        """The ids someone is waiting on now (for tests and diagnostics)."""
+        with self._lock:
+            return frozenset(self._waiters)
+
+    def close(self) -> None:
+        with self._lock:
+            channel, self._channel = self._channel, None
+            self._waiters.clear()
+        if channel is not None:
+            channel.close()

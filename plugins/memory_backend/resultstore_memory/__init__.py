@@ -1,0 +1,186 @@
+"""``memory://``: results kept in this process, the embedded default and reference plugin.
+
+``memory://`` is the process's default store; ``memory://name`` is a separate
+store called ``name``. Every Backend of the same URL in one process shares the
+store, its expiry clock and its push notifications. Values are stored as the
+serializer's bytes, exactly as a key-value server would keep them, so nothing
+a provider mutates later can change a stored result.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Collection, Sequence
+from contextlib import AbstractContextManager
+
+from resultstore import (
+    BackendConfig,
+    Capability,
+    KeyValueStore,
+    OnChange,
+    TaskMeta,
+    hookimpl,
+)
+
+__all__ = ["MemoryBackend"]
+
+Clock = Callable[[], float]
+
+
+class _Store:
+    """One named store: values with their expiry time, and the open push channels."""
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.data: dict[str, tuple[bytes, float | None]] = {}
+        # A leaf lock, never held while calling out: the hub opens channels under its
+        # own lock while a storing thread holds ``lock`` and calls into the hub.
+        self.channels_lock = threading.Lock()
+        self.channels: set[_Channel] = set()
+
+    def open_channels(self) -> list[_Channel]:
+        with self.channels_lock:
+            return list(self.channels)
+
+
+_stores: dict[str, _Store] = {}
+_stores_lock = threading.Lock()
+
+
+def _store(name: str) -> _Store:
+    with _stores_lock:
+        return _stores.setdefault(name, _Store())
+
+
+class _Channel:
+    """Push for one Backend: forwards changes of the ids it is subscribed to."""
+
+    def __init__(self, store: _Store, on_change: OnChange) -> None:
+        self._store = store
+        self._on_change = on_change
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+        with store.channels_lock:
+            store.channels.add(self)
+
+    def subscribe(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            self._ids.update(task_ids)
+
+    def unsubscribe(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            self._ids.difference_update(task_ids)
+
+    def subscribed(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ids)
+
+    def dispatch(self, task_id: str) -> None:
+        with self._lock:
+            wanted = task_id in self._ids
+        if wanted:
+            # No payload: the waiter reads its own decoded copy of the stored bytes.
+            self._on_change(task_id, None)
+
+    def close(self) -> None:
+        with self._store.channels_lock:
+            self._store.channels.discard(self)
+        with self._lock:
+            self._ids.clear()
+
+
+class MemoryBackend(KeyValueStore):
+    """The ``memory://`` plugin. Option ``clock``: a ``time.time``-like callable (for tests)."""
+
+    capabilities = frozenset(
+        {
+            Capability.TTL,
+            Capability.PUSH,
+            Capability.GET_MANY,
+            Capability.GROUPS,
+            Capability.CLEANUP,
+            Capability.REVOKE,
+        }
+    )
+
+    def __init__(self, config: BackendConfig) -> None:
+        super().__init__(config)
+        url = config.url
+        if url.username or url.password or url.port or url.query or url.path not in ("", "/"):
+            raise ValueError(
+                f"memory:// takes only a store name (memory://NAME), got {url.masked!r}"
+            )
+        options = dict(config.options)
+        self.clock: Clock = options.pop("clock", time.time)
+        if not callable(self.clock):
+            raise TypeError(f"memory:// option 'clock' must be callable, got {self.clock!r}")
+        if options:
+            raise ValueError(
+                f"memory:// does not take option(s) {', '.join(sorted(options))} (only 'clock')"
+            )
+        self.name = url.host or ""
+        self._store = _store(self.name)
+        self._channels: list[_Channel] = []
+
+    def kv_get(self, key: str) -> bytes | None:
+        store = self._store
+        with store.lock:
+            entry = store.data.get(key)
+            if entry is None:
+                return None
+            value, expires_at = entry
+            if expires_at is not None and expires_at <= self.clock():
+                del store.data[key]
+                return None
+            return value
+
+    def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        with self._store.lock:
+            return [self.kv_get(key) for key in keys]
+
+    def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        expires_at = None if ttl is None else self.clock() + ttl
+        with self._store.lock:
+            self._store.data[key] = (value, expires_at)
+
+    def kv_delete(self, key: str) -> bool:
+        with self._store.lock:
+            return self._store.data.pop(key, None) is not None
+
+    def kv_lock(self, key: str) -> AbstractContextManager[object]:
+        return self._store.lock
+
+    def announce(self, meta: TaskMeta, data: bytes) -> None:
+        for channel in self._store.open_channels():
+            channel.dispatch(meta.task_id)
+
+    @hookimpl
+    def notify(self, on_change: OnChange) -> _Channel:
+        channel = _Channel(self._store, on_change)
+        self._channels.append(channel)
+        return channel
+
+    @hookimpl
+    def cleanup(self) -> int:
+        now = self.clock()
+        with self._store.lock:
+            expired = [k for k, (_, at) in self._store.data.items() if at is not None and at <= now]
+            for key in expired:
+                del self._store.data[key]
+        return len(expired)
+
+    @hookimpl
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
+    def subscribed_ids(self) -> frozenset[str]:
+        """Ids this backend's channels are subscribed to now (for leak tests)."""
+        return frozenset().union(*(c.subscribed() for c in self._channels))
+
+    def keys(self) -> list[str]:
+        """Every unexpired key in the store (for tests and debugging)."""
+        with self._store.lock:
+            return [k for k in list(self._store.data) if self.kv_get(k) is not None]
