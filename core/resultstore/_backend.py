@@ -58,6 +58,7 @@ class _Default:
 
 
 DEFAULT: Final = _Default()
+_EXPIRING = frozenset({Capability.TTL, Capability.CLEANUP})
 Expires = float | int | timedelta | None
 
 # Celery's setting names accepted by Backend.from_config, mapped to keyword arguments.
@@ -143,20 +144,20 @@ class Backend:
         self.plugin = self._start_plugin(resolved)
         self.capabilities = declared_capabilities(self.plugin)
         self._register(self.plugin, storage=True)
-        for extra in plugins:
-            self.add_plugin(extra)
-        if self.expires is not None and not self.capabilities & {
-            Capability.TTL,
-            Capability.CLEANUP,
-        }:
-            self.close()
-            raise PluginValidationError(
-                f"plugin {plugin_name(self.plugin)} can neither expire results (ttl) nor clean "
-                "them up (cleanup); pass expires=None to keep results until forgotten"
-            )
         self._hook = self._pm.hook
         self._hub = WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
         self._closed = False
+        try:
+            for extra in plugins:
+                self.add_plugin(extra)
+            if self.expires is not None and not self.capabilities & _EXPIRING:
+                raise PluginValidationError(
+                    f"plugin {plugin_name(self.plugin)} can neither expire results (ttl) nor "
+                    "clean them up (cleanup); pass expires=None to keep results until forgotten"
+                )
+        except BaseException:
+            self.close()
+            raise
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:

@@ -1,0 +1,396 @@
+"""The conformance suite: what every storage plugin must do, checked against a real backend."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
+from importlib.metadata import entry_points
+from typing import Any, ClassVar
+
+import pytest
+
+from .. import (
+    FAILURE,
+    PENDING,
+    RETRY,
+    REVOKED,
+    STARTED,
+    SUCCESS,
+    AsyncResult,
+    Backend,
+    Capability,
+    DecodeError,
+    EncodeError,
+    GroupResult,
+    RemoteError,
+    RemoteTraceback,
+    TaskInfo,
+    TaskRevokedError,
+    TimeoutError,
+    resolve,
+)
+from .._registry import GROUP
+
+
+class ConformanceError(Exception):
+    """An exception class the backend under test has never been allowed to rebuild."""
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _fail_with(exc: BaseException) -> BaseException:
+    try:
+        raise exc
+    except BaseException as raised:
+        return raised
+
+
+class BackendTests:
+    """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
+
+    Knobs for engines that need them:
+
+    - ``settings``: keyword arguments for every ``Backend`` the suite makes.
+    - ``short_ttl``: the shortest expiry the engine honours (whole-second
+      engines need 1.0 or more).
+    - ``let_time_pass(seconds)``: real time by default; override it to move a
+      fake clock (see ``FakeClock``) where the plugin takes one.
+    - ``wake_bound``: how long a push wake-up may take, generously.
+    """
+
+    url: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Any]] = {}
+    short_ttl: ClassVar[float] = 1.0
+    wake_bound: ClassVar[float] = 1.0
+
+    # --- plumbing ------------------------------------------------------------
+
+    def make_backend(self, **overrides: Any) -> Backend:
+        if not self.url:
+            raise NotImplementedError("set 'url' on the test class or override make_backend()")
+        return Backend(self.url, **{**self.settings, **overrides})
+
+    def let_time_pass(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        with self.make_backend() as backend:
+            yield backend
+
+    @pytest.fixture
+    def other(self) -> Iterator[Backend]:
+        """A second Backend on the same URL: the other process's view of the store."""
+        with self.make_backend() as backend:
+            yield backend
+
+    @pytest.fixture
+    def task_id(self) -> str:
+        return self.new_id()
+
+    @staticmethod
+    def new_id() -> str:
+        return f"conformance-{uuid.uuid4().hex}"
+
+    @staticmethod
+    def require(backend: Backend, capability: Capability) -> None:
+        if capability not in backend.capabilities:
+            pytest.skip(f"the plugin does not declare capability {capability.value!r}")
+
+    def wait_until_waiting(self, backend: Backend, task_ids: set[str]) -> None:
+        wait_until(
+            lambda: task_ids <= backend.waiting_ids(), 5.0, f"a waiter is blocked on {task_ids}"
+        )
+
+    # --- states round trip ----------------------------------------------------------
+
+    def test_success_round_trip(self, backend: Backend, other: Backend, task_id: str) -> None:
+        value = {"n": 1, "text": "é", "items": [1, 2.5, None, True]}
+        assert backend.mark_as_done(task_id, value) is True
+        meta = other.get_task_meta(task_id)
+        assert (meta.status, meta.result, meta.traceback) == (SUCCESS, value, None)
+        assert meta.date_done is not None
+        assert meta.date_done.tzinfo is not None
+        assert meta.date_done.utcoffset() == timezone.utc.utcoffset(None)
+        assert AsyncResult(task_id, other).get(timeout=5) == value
+
+    def test_failure_round_trip(self, backend: Backend, other: Backend, task_id: str) -> None:
+        assert backend.mark_as_failure(task_id, _fail_with(ValueError("bad", 3))) is True
+        result = AsyncResult(task_id, other)
+        assert result.state == FAILURE
+        assert isinstance(result.result, ValueError)
+        assert result.result.args == ("bad", 3)
+        assert result.traceback is not None
+        assert result.traceback.rstrip().endswith("ValueError: ('bad', 3)")
+        with pytest.raises(ValueError, match=r"^\('bad', 3\)$") as raised:
+            result.get(timeout=5)
+        assert isinstance(raised.value.__cause__, RemoteTraceback)
+        assert raised.value.__cause__.traceback == result.traceback
+
+    def test_unknown_exception_class_is_not_rebuilt(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_failure(task_id, ConformanceError("no"))
+        error = backend.get_result(task_id)
+        assert isinstance(error, RemoteError)
+        assert (error.exc_type, error.exc_module, error.args) == (
+            "ConformanceError",
+            __name__,
+            ("no",),
+        )
+        with self.make_backend(exception_allow=[ConformanceError]) as allowing:
+            rebuilt = allowing.get_result(task_id)
+        assert type(rebuilt) is ConformanceError
+        assert rebuilt.args == ("no",)
+
+    def test_retry_state(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_retry(task_id, _fail_with(KeyError("again")))
+        meta = backend.get_task_meta(task_id)
+        assert (meta.status, meta.date_done) == (RETRY, None)
+        error = backend.get_result(task_id)
+        assert isinstance(error, KeyError)
+        assert error.args == ("again",)
+
+    def test_custom_state_with_progress(
+        self, backend: Backend, other: Backend, task_id: str
+    ) -> None:
+        assert backend.store_result(task_id, {"current": 3, "total": 10}, "PROGRESS") is True
+        result = AsyncResult(task_id, other)
+        assert (result.state, result.info, result.ready()) == (
+            "PROGRESS",
+            {"current": 3, "total": 10},
+            False,
+        )
+
+    def test_revoked_state(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_revoked(task_id, "no longer needed")
+        result = AsyncResult(task_id, backend)
+        assert result.state == REVOKED
+        with pytest.raises(TaskRevokedError, match=r"^no longer needed$"):
+            result.get(timeout=5)
+
+    def test_extended_fields(self, task_id: str) -> None:
+        info = TaskInfo(
+            name="tasks.add", args=[1, 2], kwargs={"z": 3}, worker="w1", retries=2, queue="q1"
+        )
+        with self.make_backend(extended=True) as backend:
+            backend.mark_as_done(task_id, 3, request=info)
+            meta = backend.get_task_meta(task_id)
+        got = (meta.name, meta.args, meta.kwargs, meta.worker, meta.retries, meta.queue)
+        assert got == ("tasks.add", [1, 2], {"z": 3}, "w1", 2, "q1")
+
+    def test_group_and_parent_ids(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_done(task_id, 1, request=TaskInfo(group_id="g-1", parent_id="p-1"))
+        meta = backend.get_task_meta(task_id)
+        assert (meta.group_id, meta.parent_id) == ("g-1", "p-1")
+
+    # --- unknown, pending, forgotten -------------------------------------------------
+
+    def test_unknown_pending_forgotten(self, backend: Backend, task_id: str) -> None:
+        assert (backend.exists(task_id), backend.get_state(task_id)) == (False, PENDING)
+        backend.mark_as_started(task_id, {"pid": 1})
+        assert (backend.exists(task_id), backend.get_state(task_id)) == (True, STARTED)
+        assert backend.get_result(task_id) == {"pid": 1}
+        assert backend.forget(task_id) is True
+        assert (backend.exists(task_id), backend.get_state(task_id)) == (False, PENDING)
+        assert backend.forget(task_id) is False
+
+    # --- a ready state is never replaced -----------------------------------------------
+
+    def test_ready_state_is_kept(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_done(task_id, "first")
+        assert backend.mark_as_started(task_id) is False
+        assert backend.store_result(task_id, {"p": 1}, "PROGRESS") is False
+        assert backend.mark_as_retry(task_id, KeyError("x")) is False
+        assert backend.mark_as_failure(task_id, KeyError("x")) is False
+        meta = backend.get_task_meta(task_id)
+        assert (meta.status, meta.result) == (SUCCESS, "first")
+        assert backend.store_result(task_id, "second", SUCCESS, overwrite=True) is True
+        assert backend.get_result(task_id) == "second"
+
+    def test_ready_state_is_kept_under_races(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(60)]
+
+        def late_worker(task_id: str) -> None:
+            for _ in range(3):
+                other.mark_as_started(task_id)
+
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            for task_id in ids:
+                pool.submit(late_worker, task_id)
+                pool.submit(backend.mark_as_done, task_id, task_id)
+        metas = backend.get_many(ids)
+        assert {t: (m.status, m.result) for t, m in metas.items()} == {t: (SUCCESS, t) for t in ids}
+
+    # --- serialization ---------------------------------------------------------------
+
+    def test_unserializable_value_stores_nothing(self, backend: Backend, task_id: str) -> None:
+        backend.mark_as_started(task_id)
+        with pytest.raises(EncodeError, match=f"result of task '{task_id}' cannot be serialized"):
+            backend.mark_as_done(task_id, object())
+        assert backend.get_state(task_id) == STARTED
+
+    def test_pickle_is_refused_unless_accepted(self, backend: Backend, task_id: str) -> None:
+        with self.make_backend(serializer="pickle", accept_content=["pickle"]) as pickling:
+            pickling.mark_as_done(task_id, {"a": 1})
+            assert pickling.get_result(task_id) == {"a": 1}
+        with pytest.raises(DecodeError, match="refused"):
+            backend.get_task_meta(task_id)
+
+    # --- expiry ---------------------------------------------------------------------------
+
+    def test_ttl_expiry(self, backend: Backend, task_id: str) -> None:
+        self.require(backend, Capability.TTL)
+        keep = self.new_id()
+        backend.mark_as_done(task_id, 1, expires=self.short_ttl)
+        backend.mark_as_done(keep, 2, expires=None)
+        assert backend.exists(task_id)
+        self.let_time_pass(self.short_ttl)
+        wait_until(lambda: not backend.exists(task_id), 5.0, f"{task_id} expired")
+        assert backend.get_result(keep) == 2
+
+    def test_cleanup(self, backend: Backend, task_id: str) -> None:
+        self.require(backend, Capability.CLEANUP)
+        keep = self.new_id()
+        backend.mark_as_done(task_id, 1, expires=self.short_ttl)
+        backend.mark_as_done(keep, 2, expires=3600)
+        self.let_time_pass(self.short_ttl * 1.5)
+        assert backend.cleanup() >= 1
+        assert backend.exists(task_id) is False
+        assert backend.get_result(keep) == 2
+
+    # --- waiting ---------------------------------------------------------------------------
+
+    def test_exact_timeout(self, backend: Backend, task_id: str) -> None:
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match=rf"^task '{task_id}' was not ready within 0.3 s"):
+            AsyncResult(task_id, backend).get(timeout=0.3)
+        elapsed = time.monotonic() - started
+        assert 0.3 <= elapsed < 0.3 + 0.25
+
+    def test_wait_returns_result_stored_before(
+        self, backend: Backend, other: Backend, task_id: str
+    ) -> None:
+        other.mark_as_done(task_id, "early")
+        assert AsyncResult(task_id, backend).get(timeout=self.wake_bound) == "early"
+
+    def test_push_wakes_a_blocked_waiter(
+        self, backend: Backend, other: Backend, task_id: str
+    ) -> None:
+        self.require(backend, Capability.PUSH)
+        got: list[object] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(AsyncResult(task_id, backend).get(timeout=10))
+        )
+        waiter.start()
+        self.wait_until_waiting(backend, {task_id})
+        stored = time.monotonic()
+        other.mark_as_done(task_id, "pushed")
+        waiter.join(10)
+        assert got == ["pushed"]
+        assert time.monotonic() - stored < self.wake_bound
+        assert backend.waiting_ids() == frozenset()
+
+    def test_push_loses_no_wakeup(self, backend: Backend, other: Backend) -> None:
+        self.require(backend, Capability.PUSH)
+        ids = [self.new_id() for _ in range(50)]
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            waits = [pool.submit(AsyncResult(t, backend).get, timeout=10) for t in ids]
+            for t in ids:
+                other.mark_as_done(t, t)
+            assert [w.result() for w in waits] == ids
+        assert backend.waiting_ids() == frozenset()
+
+    def test_timed_out_waits_leave_nothing_behind(self, backend: Backend) -> None:
+        for _ in range(100):
+            with pytest.raises(TimeoutError):
+                AsyncResult(self.new_id(), backend).get(timeout=0.001)
+        assert backend.waiting_ids() == frozenset()
+
+    # --- many ids, groups, revocation ---------------------------------------------------------
+
+    def test_get_many_and_join(self, backend: Backend, other: Backend) -> None:
+        self.require(backend, Capability.GET_MANY)
+        ids = [self.new_id() for _ in range(100)]
+        for i, t in enumerate(ids[:50]):
+            backend.mark_as_done(t, i)
+        metas = other.get_many(ids)
+        assert list(metas) == ids
+        assert [m.result for m in metas.values()][:50] == list(range(50))
+        assert {m.status for m in list(metas.values())[50:]} == {PENDING}
+        for i, t in enumerate(ids[50:], start=50):
+            backend.mark_as_done(t, i)
+        group = GroupResult(self.new_id(), [AsyncResult(t, other) for t in ids], other)
+        assert group.join(timeout=10) == list(range(100))
+
+    def test_groups(self, backend: Backend, other: Backend) -> None:
+        self.require(backend, Capability.GROUPS)
+        members = [AsyncResult(self.new_id(), backend) for _ in range(3)]
+        group = GroupResult(self.new_id(), members, backend).save()
+        restored = GroupResult.restore(group.id, other)
+        assert restored == group
+        assert restored is not None
+        assert [r.id for r in restored] == [r.id for r in members]
+        assert group.delete() is True
+        assert GroupResult.restore(group.id, other) is None
+        assert group.delete() is False
+
+    def test_revoke(self, backend: Backend, other: Backend, task_id: str) -> None:
+        self.require(backend, Capability.REVOKE)
+        assert backend.revoke(task_id, "stop") is True
+        assert other.is_revoked(task_id) is True
+        assert other.get_state(task_id) == REVOKED
+        finished = self.new_id()
+        backend.mark_as_done(finished, "kept")
+        assert backend.revoke(finished) is False
+        assert (other.is_revoked(finished), other.get_result(finished)) == (True, "kept")
+        assert other.is_revoked(self.new_id()) is False
+
+    # --- threads ------------------------------------------------------------------------------
+
+    def test_concurrent_writers_and_readers(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(200)]
+        seen_bad: list[str] = []
+
+        def write(chunk: list[str]) -> None:
+            for t in chunk:
+                backend.mark_as_started(t)
+                backend.mark_as_done(t, t.upper())
+
+        def read(chunk: list[str]) -> None:
+            for t in chunk:
+                state = other.get_state(t)
+                if state not in (PENDING, STARTED, SUCCESS):
+                    seen_bad.append(state)
+
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            for i in range(4):
+                pool.submit(write, ids[i::4])
+                pool.submit(read, ids[i::4])
+        assert seen_bad == []
+        assert {t: other.get_result(t) for t in ids} == {t: t.upper() for t in ids}
+
+    # --- identity --------------------------------------------------------------------------
+
+    def test_repr_masks_password(self, backend: Backend) -> None:
+        assert backend.url.masked in repr(backend)
+        if backend.url.password:
+            assert backend.url.password not in repr(backend)
+            assert backend.url.password not in str(backend.url)
+
+    def test_scheme_is_published_as_entry_point(self, backend: Backend) -> None:
+        resolved = resolve(backend.url)
+        (published,) = entry_points(group=GROUP, name=resolved.scheme)
+        assert published.dist is not None
+        assert resolved.source == f"{published.dist.name} {published.dist.version}"
