@@ -24,6 +24,9 @@ TASK_KEYPREFIX = "celery-task-meta-"
 GROUP_KEYPREFIX = "celery-taskset-meta-"
 REVOKED_KEYPREFIX = "resultstore-revoked-"
 _REVOKED = b"1"
+# Shared by every instance: two Backends on one engine in one process must
+# exclude each other too.
+_PROCESS_LOCKS = [threading.Lock() for _ in range(64)]
 
 
 class KeyValueStore:
@@ -41,7 +44,6 @@ class KeyValueStore:
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.codec = config.codec
-        self._locks = [threading.Lock() for _ in range(64)]
 
     # --- primitives -----------------------------------------------------------
 
@@ -58,7 +60,7 @@ class KeyValueStore:
         raise NotImplementedError
 
     def kv_lock(self, key: str) -> AbstractContextManager[object]:
-        return self._locks[zlib.crc32(key.encode()) % len(self._locks)]
+        return _PROCESS_LOCKS[zlib.crc32(key.encode()) % len(_PROCESS_LOCKS)]
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
         """Called after a task meta is written, with ``kv_lock`` held; push plugins publish here."""

@@ -69,12 +69,16 @@ class BackendTests:
     - ``let_time_pass(seconds)``: real time by default; override it to move a
       fake clock (see ``FakeClock``) where the plugin takes one.
     - ``wake_bound``: how long a push wake-up may take, generously.
+    - ``wait_timeout``: the deadline of waits that are expected to succeed.
+    - ``expiry_grace``: how long after its TTL a record may still be readable.
     """
 
     url: ClassVar[str] = ""
     settings: ClassVar[Mapping[str, Any]] = {}
     short_ttl: ClassVar[float] = 1.0
     wake_bound: ClassVar[float] = 1.0
+    wait_timeout: ClassVar[float] = 10.0
+    expiry_grace: ClassVar[float] = 5.0
 
     # --- plumbing ------------------------------------------------------------
 
@@ -257,7 +261,7 @@ class BackendTests:
         backend.mark_as_done(keep, 2, expires=None)
         assert backend.exists(task_id)
         self.let_time_pass(self.short_ttl)
-        wait_until(lambda: not backend.exists(task_id), 5.0, f"{task_id} expired")
+        wait_until(lambda: not backend.exists(task_id), self.expiry_grace, f"{task_id} expired")
         assert backend.get_result(keep) == 2
 
     def test_cleanup(self, backend: Backend, task_id: str) -> None:
@@ -290,14 +294,19 @@ class BackendTests:
     ) -> None:
         self.require(backend, Capability.PUSH)
         got: list[object] = []
-        waiter = threading.Thread(
-            target=lambda: got.append(AsyncResult(task_id, backend).get(timeout=10))
-        )
+
+        def wait() -> None:
+            try:
+                got.append(AsyncResult(task_id, backend).get(timeout=self.wait_timeout))
+            except Exception as exc:
+                got.append(exc)
+
+        waiter = threading.Thread(target=wait)
         waiter.start()
         self.wait_until_waiting(backend, {task_id})
         stored = time.monotonic()
         other.mark_as_done(task_id, "pushed")
-        waiter.join(10)
+        waiter.join(self.wait_timeout + 1)
         assert got == ["pushed"]
         assert time.monotonic() - stored < self.wake_bound
         assert backend.waiting_ids() == frozenset()
@@ -306,7 +315,7 @@ class BackendTests:
         self.require(backend, Capability.PUSH)
         ids = [self.new_id() for _ in range(50)]
         with ThreadPoolExecutor(max_workers=8) as pool:
-            waits = [pool.submit(AsyncResult(t, backend).get, timeout=10) for t in ids]
+            waits = [pool.submit(AsyncResult(t, backend).get, self.wait_timeout) for t in ids]
             for t in ids:
                 other.mark_as_done(t, t)
             assert [w.result() for w in waits] == ids
@@ -332,7 +341,7 @@ class BackendTests:
         for i, t in enumerate(ids[50:], start=50):
             backend.mark_as_done(t, i)
         group = GroupResult(self.new_id(), [AsyncResult(t, other) for t in ids], other)
-        assert group.join(timeout=10) == list(range(100))
+        assert group.join(timeout=self.wait_timeout) == list(range(100))
 
     def test_groups(self, backend: Backend, other: Backend) -> None:
         self.require(backend, Capability.GROUPS)
