@@ -193,7 +193,7 @@ class Backend:
         validate_plugin(self._pm, plugin, storage=storage)
         try:
             self._pm.register(plugin)
-        except pluggy.PluginValidationError as exc:
+        except (pluggy.PluginValidationError, ValueError) as exc:  # ValueError: added twice
             raise PluginValidationError(f"plugin {plugin_name(plugin)}: {exc}") from None
 
     def add_plugin(self, plugin: object) -> None:

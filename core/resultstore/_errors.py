@@ -64,6 +64,9 @@ class RemoteError(ResultStoreError):
         self.exc_module = exc_module
         self.traceback = traceback
 
+    def __reduce__(self) -> tuple[type[RemoteError], tuple[object, ...]]:
+        return (type(self), (self.exc_type, self.exc_module, self.args, self.traceback))
+
     @property
     def qualified_name(self) -> str:
         return f"{self.exc_module}.{self.exc_type}" if self.exc_module else self.exc_type

@@ -9,8 +9,15 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from ._errors import InvalidURL
 
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
-# user:password@ in any URL of the string (Celery's sentinel form joins several with ';').
-_USERINFO_PASSWORD = re.compile(r"(?P<head>://[^/@;?#]*?:)(?P<secret>[^/@;?#]*)@")
+# Celery's sentinel form joins several URLs with ';' (a ';' inside a password is not one).
+_NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+# user:password@ in any URL of the string; the password runs to the last '@' of its
+# URL, as urlsplit reads it.
+_USERINFO_PASSWORD = re.compile(
+    r"(?P<head>://[^/@;?#:]*:)(?P<secret>(?:(?!;[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#])*)@"
+)
+# What looks like ":secret@" in text that is not even a URL (a mistyped "://").
+_LOOSE_PASSWORD = re.compile(r":[^:@/]*@")
 # password=... in a query string.
 _QUERY_PASSWORD = re.compile(r"(?P<head>[?&;](?:password|passwd|pwd)=)(?P<secret>[^&;#]*)", re.I)
 
@@ -50,16 +57,20 @@ class URL:
             raise InvalidURL("backend URL is empty; expected e.g. 'memory://'")
         scheme, sep, rest = url.partition("://")
         if not sep or not _SCHEME.match(scheme):
+            shown = _LOOSE_PASSWORD.sub(":" + MASK + "@", mask_password(url))
             raise InvalidURL(
-                f"backend URL {mask_password(url)!r} has no valid scheme; "
+                f"backend URL {shown!r} has no valid scheme; "
                 "expected '<scheme>://...', e.g. 'memory://' or 'redis://localhost:6379/0'"
             )
         # Only the first URL of a ';'-joined list (Celery's sentinel form) is split here;
         # the plugin reads the rest from ``raw``.
-        parts = urlsplit(f"{scheme}://{rest.split(';', 1)[0]}")
+        try:
+            parts = urlsplit(f"{scheme}://{_NEXT_URL.split(rest, maxsplit=1)[0]}")
+        except ValueError as exc:  # e.g. "Invalid IPv6 URL"; the text holds no part of the URL
+            raise InvalidURL(f"backend URL {mask_password(url)!r} is malformed: {exc}") from None
         try:
             port = parts.port
-        except ValueError as exc:
+        except ValueError as exc:  # the port's text comes after '@', never the password
             raise InvalidURL(f"backend URL {mask_password(url)!r} has a bad port: {exc}") from None
         return cls(
             raw=url,

@@ -1,0 +1,98 @@
+"""Build the core and memory wheels, install them into a fresh venv, and use them there."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT = 300
+
+SNIPPET = textwrap.dedent(
+    """
+    import importlib.metadata as md
+    import importlib.resources
+    import sys
+    from pathlib import Path
+
+    points = md.entry_points(group="resultstore.backends", name="memory")
+    assert len(points) == 1, list(points)
+    (ep,) = points
+    assert ep.value == "resultstore_memory:MemoryBackend", ep.value
+    assert ep.dist is not None
+    assert (ep.dist.name, ep.dist.version) == ("resultstore-memory", "0.1.0"), ep.dist
+
+    import resultstore
+
+    here = Path(resultstore.__file__).resolve()
+    assert here.is_relative_to(Path(sys.prefix).resolve()), here
+
+    found = resultstore.resolve("memory://")
+    assert found.source == "resultstore-memory 0.1.0", found.source
+    assert found.factory.__module__ == "resultstore_memory", found.factory
+    with resultstore.Backend("memory://") as backend:
+        assert backend.mark_as_done("t1", {"ok": [1, 2]}) is True
+        assert backend.get_result("t1") == {"ok": [1, 2]}
+        assert resultstore.AsyncResult("t1", backend).get(timeout=5) == {"ok": [1, 2]}
+
+    files = sorted(str(f) for f in md.files("resultstore"))
+    assert "resultstore/py.typed" in files, files
+    assert importlib.resources.files("resultstore").joinpath("py.typed").is_file()
+
+    requires = md.requires("resultstore") or []
+    assert "pluggy>=1.5" in requires, requires
+    assert "kombu>=5.3" in requires, requires
+    for heavy in ("redis", "sqlalchemy"):
+        try:
+            md.distribution(heavy)
+        except md.PackageNotFoundError:
+            pass
+        else:
+            raise AssertionError(heavy + " was installed with the core")
+    print("OK")
+    """
+)
+
+
+def run(*args: str | Path, cwd: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
+    proc = subprocess.run(
+        [str(a) for a in args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        cwd=cwd,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, (
+        f"{' '.join(map(str, args))} exited {proc.returncode}\n"
+        f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    )
+    return proc.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(4 * TIMEOUT)
+def test_wheels_install_and_work_in_a_fresh_venv(tmp_path: Path) -> None:
+    wheels = tmp_path / "wheels"
+    build = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", wheels)
+    run(sys.executable, *build, ROOT, cwd=tmp_path)
+    run(sys.executable, *build, ROOT / "plugins" / "memory_backend", cwd=tmp_path)
+    built = sorted(p.name for p in wheels.iterdir())
+    assert built == [
+        "resultstore-0.1.0-py3-none-any.whl",
+        "resultstore_memory-0.1.0-py3-none-any.whl",
+    ]
+
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--quiet", *sorted(wheels.iterdir()), cwd=tmp_path)
+    assert run(python, "-c", SNIPPET, cwd=tmp_path) == "OK\n"
