@@ -83,7 +83,7 @@ BROKEN_PLUGINS = textwrap.dedent(
 
     class Suite(BackendTests):
         short_ttl = 0.05
-        wait_timeout = 0.3
+        wait_timeout = 1.5  # longer than wake_bound: a deaf channel must fail on latency
         wake_bound = 0.3
         expiry_grace = 0.3
 

@@ -14,6 +14,7 @@ from . import _hookspecs, _registry
 from ._errors import (
     BackendLoadError,
     PluginValidationError,
+    ResultStoreError,
     TaskRevokedError,
     TimeoutError,
     UnsupportedOperation,
@@ -251,7 +252,8 @@ class Backend:
             if traceback is None and result.__traceback__ is not None:
                 traceback = "".join(tb_module.format_exception(result))
             result = exception_to_dict(result, self._probe_encode)
-        extended = self.config.extended
+        # Like Celery, the extended fields are written only when there is a request.
+        extended = self.config.extended and request is not None
         meta = TaskMeta(
             task_id=task_id,
             status=state,
@@ -315,9 +317,16 @@ class Backend:
         return self.store_result(task_id, exc, RETRY, traceback, request)
 
     def mark_as_revoked(
-        self, task_id: str, reason: str = "revoked", request: TaskInfo | None = None
+        self,
+        task_id: str,
+        reason: str = "revoked",
+        request: TaskInfo | None = None,
+        *,
+        expires: Expires | _Default = DEFAULT,
     ) -> bool:
-        return self.store_result(task_id, TaskRevokedError(reason), REVOKED, request=request)
+        return self.store_result(
+            task_id, TaskRevokedError(reason), REVOKED, request=request, expires=expires
+        )
 
     @staticmethod
     def _require_exception(exc: object) -> None:
@@ -396,8 +405,8 @@ class Backend:
         ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
         if Capability.REVOKE in self.capabilities:
             self._hook.revoke(task_id=task_id, ttl=ttl)
-        self.mark_as_revoked(task_id, reason)
-        return self.get_state(task_id) == REVOKED
+        written = self.mark_as_revoked(task_id, reason, expires=ttl)
+        return written or self.get_state(task_id) == REVOKED
 
     def is_revoked(self, task_id: str) -> bool:
         """Whether ``task_id`` was revoked (providers ask before and while running a task)."""
@@ -505,8 +514,15 @@ class Backend:
                     return
                 remaining = _remaining(deadline)
                 if remaining is not None and remaining <= 0:
-                    raise _timeout(pending, seen, timeout)
+                    # A last read at the deadline: a notification lost on the way
+                    # (a reconnect) must not turn a stored result into a timeout.
+                    yield from self._settle(pending, self._read(list(pending)), seen, on_message)
+                    if pending:
+                        raise _timeout(pending, seen, timeout)
+                    return
                 changed = waiter.wait(remaining)
+                if waiter.closed:
+                    raise ResultStoreError(f"{self!r} was closed while waiting for {list(pending)}")
                 unknown = [t for t, m in changed.items() if m is None and t in pending]
                 found = {
                     **{t: m for t, m in changed.items() if m is not None},

@@ -1,7 +1,7 @@
 """Failures on the wire: ``{exc_type, exc_message, exc_module}`` and back.
 
 Rebuilding never imports anything: a class is rebuilt only when it is a
-builtin exception or one the user allowed by passing the class itself.
+builtin ``Exception`` subclass or one the user allowed by passing the class itself.
 Anything else comes back as :class:`RemoteError`, which keeps the stored
 type name, module, arguments and traceback.
 """
@@ -22,6 +22,10 @@ _KNOWN: dict[tuple[str, str], type[BaseException]] = {
     ("resultstore", "TimeoutError"): ResultTimeoutError,
     ("celery.exceptions", "TaskRevokedError"): TaskRevokedError,
 }
+# Stored under Celery's names, so that a Celery client rebuilds its own class.
+_WIRE_NAMES: dict[type[BaseException], tuple[str, str]] = {
+    TaskRevokedError: ("celery.exceptions", "TaskRevokedError"),
+}
 
 
 def exception_to_dict(exc: BaseException, encode: Callable[[Any], object]) -> dict[str, Any]:
@@ -40,7 +44,8 @@ def exception_to_dict(exc: BaseException, encode: Callable[[Any], object]) -> di
         except EncodeError:
             arg = repr(arg)
         args.append(arg)
-    return {"exc_type": cls.__qualname__, "exc_message": args, "exc_module": cls.__module__}
+    module, name = _WIRE_NAMES.get(cls, (cls.__module__, cls.__qualname__))
+    return {"exc_type": name, "exc_message": args, "exc_module": module}
 
 
 class ExceptionRebuilder:
@@ -72,8 +77,10 @@ class ExceptionRebuilder:
 
     def _find(self, module: object, name: str) -> type[BaseException] | None:
         if module == "builtins":
+            # Only Exception subclasses: stored data must not make get() raise
+            # SystemExit, KeyboardInterrupt or GeneratorExit past `except Exception`.
             cls = getattr(builtins, name, None)
-            if isinstance(cls, type) and issubclass(cls, BaseException):
+            if isinstance(cls, type) and issubclass(cls, Exception):
                 return cls
             return None
         if isinstance(module, str):

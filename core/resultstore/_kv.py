@@ -123,6 +123,7 @@ class KeyValueStore:
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
+        self.kv_delete(self.revoked_key(task_id))  # forget frees everything tied to the id
         return self.kv_delete(self.task_key(task_id))
 
     @hookimpl

@@ -87,13 +87,17 @@ class TaskMeta:
         if not isinstance(wire, Mapping) or not isinstance(wire.get("status"), str):
             raise ValueError(f"meta of task {task_id!r} is not a task record: {wire!r:.200}")
         extended = {name: wire[name] for name in EXTENDED_FIELDS if name in wire}
+        try:
+            date_done = parse_date(wire.get("date_done"))
+        except ValueError as exc:
+            raise ValueError(f"meta of task {task_id!r} has a bad date_done: {exc}") from None
         return cls(
             task_id=task_id,
             status=wire["status"],
             result=wire.get("result"),
             traceback=wire.get("traceback"),
             children=list(wire.get("children") or ()),
-            date_done=parse_date(wire.get("date_done")),
+            date_done=date_done,
             group_id=wire.get("group_id"),
             parent_id=wire.get("parent_id"),
             extended=bool(extended),

@@ -13,6 +13,7 @@ from ._errors import DecodeError, EncodeError
 
 DEFAULT_SERIALIZER = "json"
 DEFAULT_ACCEPT = ("json",)
+_PICKLE_TYPE = "application/x-python-serialize"
 _PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or newer
 
 
@@ -70,16 +71,18 @@ class Codec:
     def loads(self, data: bytes, what: str) -> Any:
         if not data:
             raise DecodeError(f"{what} is empty")
+        content_type, encoding = self.content_type, self.content_encoding
         if self.serializer == "json" and data[:1] == _PICKLE_MAGIC:
-            # JSON never starts with this byte; decoding it as JSON would fail with a
-            # misleading message, so say what it is (e.g. a row Celery once pickled).
-            raise DecodeError(
-                f"{what} refused: it is pickle data and 'pickle' is not in result_accept_content"
-            )
+            # JSON never starts with this byte: it is pickle (e.g. a row Celery once
+            # pickled). Decode it as such only if the user accepts pickle.
+            if _PICKLE_TYPE not in self.accept:
+                raise DecodeError(
+                    f"{what} refused: it is pickle data and 'pickle' is not in "
+                    "result_accept_content"
+                )
+            content_type, encoding = _PICKLE_TYPE, "binary"
         try:
-            return serialization.loads(
-                data, self.content_type, self.content_encoding, accept=self.accept
-            )
+            return serialization.loads(data, content_type, encoding, accept=self.accept)
         except kombu_errors.ContentDisallowed as exc:
             raise DecodeError(f"{what} refused: {exc}") from None
         except kombu_errors.DecodeError as exc:

@@ -19,12 +19,19 @@ from ._meta import TaskMeta
 class Waiter:
     """A blocking waiter for one or more ids, woken from any thread."""
 
-    __slots__ = ("_changed", "_event", "_lock")
+    __slots__ = ("_changed", "_event", "_lock", "closed")
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
         self._changed: dict[str, TaskMeta | None] = {}
+        self.closed = False
+
+    def close(self) -> None:
+        """Wake the wait for good: its backend is closing."""
+        with self._lock:
+            self.closed = True
+            self._event.set()
 
     def wake(self, task_id: str, meta: TaskMeta | None) -> None:
         with self._lock:
@@ -49,9 +56,13 @@ class WaitHub:
 
     def __init__(self, open_channel: Callable[[OnChange], NotifyChannel]) -> None:
         self._open_channel = open_channel
-        self._lock = threading.Lock()
+        # Reentrant: a garbage collection inside a channel call can finalize an
+        # abandoned wait, whose clean-up comes back here on the same thread.
+        self._lock = threading.RLock()
         self._waiters: dict[str, set[Waiter]] = {}
         self._channel: NotifyChannel | None = None
+        self._in_channel_call = False
+        self._deferred: list[str] = []
 
     def add(self, waiter: Waiter, task_ids: Collection[str]) -> None:
         # Subscribe and unsubscribe under the lock: their order on the channel must
@@ -69,7 +80,7 @@ class WaitHub:
             try:
                 if self._channel is None:
                     self._channel = self._open_channel(self._on_change)
-                self._channel.subscribe(first)
+                self._call(self._channel.subscribe, first)
             except BaseException:
                 self._discard(waiter, task_ids)
                 raise
@@ -77,8 +88,27 @@ class WaitHub:
     def remove(self, waiter: Waiter, task_ids: Collection[str]) -> None:
         with self._lock:
             last = self._discard(waiter, task_ids)
-            if last and self._channel is not None:
-                self._channel.unsubscribe(last)
+            if not last or self._channel is None:
+                return
+            if self._in_channel_call:
+                # Re-entered from inside a channel call: never call the channel
+                # re-entrantly; the outer call unsubscribes these when it returns.
+                self._deferred.extend(last)
+            else:
+                self._call(self._channel.unsubscribe, last)
+
+    def _call(self, method: Callable[[list[str]], None], task_ids: list[str]) -> None:
+        """Call the channel with the lock held, then flush unsubscribes deferred meanwhile."""
+        self._in_channel_call = True
+        try:
+            method(task_ids)
+            while self._deferred and self._channel is not None:
+                idle = [t for t in self._deferred if t not in self._waiters]
+                self._deferred.clear()
+                if idle:
+                    self._channel.unsubscribe(idle)
+        finally:
+            self._in_channel_call = False
 
     def _discard(self, waiter: Waiter, task_ids: Collection[str]) -> list[str]:
         last = []
@@ -104,8 +134,12 @@ class WaitHub:
             return frozenset(self._waiters)
 
     def close(self) -> None:
+        """Close the channel and release every blocked waiter (they raise)."""
         with self._lock:
             channel, self._channel = self._channel, None
+            waiters = {w for ws in self._waiters.values() for w in ws}
             self._waiters.clear()
+        for waiter in waiters:
+            waiter.close()
         if channel is not None:
             channel.close()

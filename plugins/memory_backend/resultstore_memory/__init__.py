@@ -107,7 +107,13 @@ class MemoryBackend(KeyValueStore):
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         url = config.url
-        if url.username or url.password or url.port or url.query or url.path not in ("", "/"):
+        if (
+            url.username
+            or url.password
+            or url.port is not None
+            or url.query
+            or url.path not in ("", "/")
+        ):
             raise ValueError(
                 f"memory:// takes only a store name (memory://NAME), got {url.masked!r}"
             )
