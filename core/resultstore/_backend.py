@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback as tb_module
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
@@ -146,8 +148,9 @@ class Backend:
         self.capabilities = declared_capabilities(self.plugin)
         self._register(self.plugin, storage=True)
         self._hook = self._pm.hook
-        self._hub = WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
+        self._hub = self._new_hub()
         self._closed = False
+        _live_backends.add(self)
         try:
             for extra in plugins:
                 self.add_plugin(extra)
@@ -159,6 +162,9 @@ class Backend:
         except BaseException:
             self.close()
             raise
+
+    def _new_hub(self) -> WaitHub:
+        return WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
@@ -573,6 +579,19 @@ class Backend:
     def waiting_ids(self) -> frozenset[str]:
         """Ids that some thread in this process is waiting on through push now."""
         return self._hub.waiting_ids()
+
+
+# After a fork the child must not share the parent's push channel (its listener
+# thread did not survive, its socket is the parent's) nor the parent's waiters.
+_live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
+
+
+def _reset_after_fork() -> None:
+    for backend in list(_live_backends):
+        backend._hub = backend._new_hub()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 class _ReadyIterator:

@@ -29,6 +29,10 @@ class PluginValidationError(ResultStoreError, TypeError):
     """A plugin does not follow the hook contract."""
 
 
+class BackendUnavailable(ResultStoreError, ConnectionError):
+    """The storage engine could not be reached, after the plugin's bounded retries."""
+
+
 class UnsupportedOperation(ResultStoreError):
     """The backend's plugin lacks the capability an operation needs."""
 

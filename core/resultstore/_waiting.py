@@ -59,7 +59,9 @@ class WaitHub:
         # Reentrant: a garbage collection inside a channel call can finalize an
         # abandoned wait, whose clean-up comes back here on the same thread.
         self._lock = threading.RLock()
-        self._waiters: dict[str, set[Waiter]] = {}
+        # Copy-on-write frozensets, so that _on_change reads them without the lock:
+        # a plugin's listener may deliver while a subscribe waits on that listener.
+        self._waiters: dict[str, frozenset[Waiter]] = {}
         self._channel: NotifyChannel | None = None
         self._in_channel_call = False
         self._deferred: list[str] = []
@@ -71,10 +73,10 @@ class WaitHub:
         with self._lock:
             first = []
             for task_id in task_ids:
-                waiters = self._waiters.setdefault(task_id, set())
+                waiters = self._waiters.get(task_id, frozenset())
                 if not waiters:
                     first.append(task_id)
-                waiters.add(waiter)
+                self._waiters[task_id] = waiters | {waiter}
             if not first:
                 return
             try:
@@ -114,18 +116,17 @@ class WaitHub:
         last = []
         for task_id in task_ids:
             waiters = self._waiters.get(task_id)
-            if waiters is None:
+            if waiters is None or waiter not in waiters:
                 continue
-            waiters.discard(waiter)
-            if not waiters:
+            if len(waiters) > 1:
+                self._waiters[task_id] = waiters - {waiter}
+            else:
                 del self._waiters[task_id]
                 last.append(task_id)
         return last
 
     def _on_change(self, task_id: str, meta: TaskMeta | None) -> None:
-        with self._lock:
-            waiters = list(self._waiters.get(task_id, ()))
-        for waiter in waiters:
+        for waiter in self._waiters.get(task_id, ()):
             waiter.wake(task_id, meta)
 
     def waiting_ids(self) -> frozenset[str]:
@@ -137,7 +138,7 @@ class WaitHub:
         """Close the channel and release every blocked waiter (they raise)."""
         with self._lock:
             channel, self._channel = self._channel, None
-            waiters = {w for ws in self._waiters.values() for w in ws}
+            waiters = frozenset().union(*self._waiters.values())
             self._waiters.clear()
         for waiter in waiters:
             waiter.close()

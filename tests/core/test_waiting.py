@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import builtins
 import gc
+import os
 import statistics
 import subprocess
 import sys
 import threading
 import time
+import warnings
 import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -756,3 +758,27 @@ def test_a_lost_notification_is_rescued_by_the_read_at_the_deadline() -> None:
             assert worker.finish() == "late but stored"
     finally:
         resultstore.unregister_backend("deafmemory")
+
+
+def test_a_forked_child_gets_its_own_channel_and_no_parent_waiters(store_url: str) -> None:
+    with Backend(store_url) as backend:
+        parent_wait = Worker(partial(AsyncResult("parent", backend).get, timeout=DEADLINE))
+        parent_wait.start()
+        wait_until(lambda: backend.waiting_ids() == {"parent"}, "the parent's waiter is blocked")
+        with warnings.catch_warnings():  # 3.12+ warns about fork with threads: that is the test
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+        if pid == 0:  # the child: exit code 0 only if every check holds
+            ok = backend.waiting_ids() == frozenset()
+            child_wait = Worker(partial(AsyncResult("child", backend).get, timeout=5))
+            child_wait.start()
+            deadline = time.monotonic() + 5
+            while backend.waiting_ids() != {"child"} and time.monotonic() < deadline:
+                time.sleep(0.001)
+            backend.mark_as_done("child", 7)
+            ok = ok and child_wait.finish() == 7 and backend.waiting_ids() == frozenset()
+            os._exit(0 if ok else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        backend.mark_as_done("parent", 1)
+        assert parent_wait.finish() == 1
