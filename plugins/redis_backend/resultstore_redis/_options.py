@@ -1,0 +1,291 @@
+"""From a URL and Celery's ``redis_*`` settings to a validated redis-py client."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+from redis.sentinel import Sentinel
+
+from resultstore import URL
+
+DEFAULT_PORT = 6379
+DEFAULT_SENTINEL_PORT = 26379
+
+# Celery's setting names (and defaults where Celery has one).
+_NUMBER_OPTIONS = {
+    "redis_socket_timeout": 120.0,
+    "redis_socket_connect_timeout": 5.0,
+    "redis_backend_health_check_interval": 25.0,
+}
+_BOOL_OPTIONS = {"redis_retry_on_timeout": False, "redis_socket_keepalive": False}
+_OTHER_OPTIONS = {
+    "redis_max_connections",
+    "redis_username",
+    "redis_backend_use_ssl",
+    "result_backend_transport_options",
+}
+_TRANSPORT_OPTIONS = {"global_keyprefix", "retry_policy", "master_name", "sentinel_kwargs"}
+_RETRY_KEYS = {"max_retries", "interval_start", "interval_max"}
+_SSL_KEYS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
+_CERT_REQS = {
+    "required": "required",
+    "cert_required": "required",
+    "optional": "optional",
+    "cert_optional": "optional",
+    "none": "none",
+    "cert_none": "none",
+}
+_SCHEMES = ("redis", "rediss", "redis+socket", "unix", "sentinel", "redis+cluster")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries of transient connection errors: attempts after the first, and backoff."""
+
+    max_retries: int = 3
+    interval_start: float = 0.05
+    interval_max: float = 1.0
+
+    def for_redis(self, errors: tuple[type[Exception], ...]) -> Retry:
+        return Retry(
+            ExponentialBackoff(cap=self.interval_max, base=self.interval_start),
+            self.max_retries,
+            supported_errors=errors,
+        )
+
+
+@dataclass(frozen=True)
+class RedisSettings:
+    kind: str  # "standalone", "sentinel" or "cluster"
+    connection: Mapping[str, Any]
+    keyprefix: str = ""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    health_check_interval: float = 25.0
+    sentinels: tuple[tuple[str, int], ...] = ()
+    master_name: str | None = None
+    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    startup_nodes: tuple[tuple[str, int], ...] = ()
+
+
+def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
+    if url.scheme not in _SCHEMES:
+        raise ValueError(f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r})")
+    _reject_unknown(options)
+    transport = dict(options.get("result_backend_transport_options") or {})
+    unknown = set(transport) - _TRANSPORT_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"result_backend_transport_options: unknown key(s) {sorted(unknown)}; "
+            f"known: {sorted(_TRANSPORT_OPTIONS)}"
+        )
+    connection: dict[str, Any] = {}
+    for name, default in _NUMBER_OPTIONS.items():
+        value = options.get(name, default)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise TypeError(f"{name} must be a number of seconds or None, got {value!r}")
+        if value is not None and value < 0:
+            raise ValueError(f"{name} must not be negative, got {value!r}")
+        connection[name.removeprefix("redis_backend_").removeprefix("redis_")] = value
+    for name, default in _BOOL_OPTIONS.items():
+        value = options.get(name, default)
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be True or False, got {value!r}")
+        connection[name.removeprefix("redis_")] = value
+    max_connections = options.get("redis_max_connections")
+    if max_connections is not None and (
+        isinstance(max_connections, bool)
+        or not isinstance(max_connections, int)
+        or max_connections < 1
+    ):
+        raise ValueError(f"redis_max_connections must be a positive int, got {max_connections!r}")
+    health = connection["health_check_interval"]
+    retry = _retry_policy(transport.get("retry_policy"))
+    # RESP2: pub/sub messages come back from read_response (RESP3 routes them elsewhere).
+    connection["protocol"] = 2
+    # redis_retry_on_timeout (Celery's name) decides whether a timed-out command is
+    # retried too; a lost connection always is, within the retry policy.
+    errors: tuple[type[Exception], ...] = (redis.ConnectionError, OSError)
+    if connection.pop("retry_on_timeout"):
+        errors += (redis.TimeoutError,)
+    connection["retry"] = retry.for_redis(errors)
+    connection["retry_on_error"] = list(errors)
+    if options.get("redis_username"):
+        connection["username"] = options["redis_username"]
+    prefix = transport.get("global_keyprefix") or ""
+    if not isinstance(prefix, str):
+        raise TypeError(f"global_keyprefix must be a str, got {prefix!r}")
+    common: dict[str, Any] = {
+        "keyprefix": prefix,
+        "retry": retry,
+        "health_check_interval": float(health or 0),
+    }
+
+    if url.scheme == "sentinel":
+        master = transport.get("master_name")
+        if not isinstance(master, str) or not master:
+            raise ValueError(
+                f"{url.masked!r}: sentinel:// needs result_backend_transport_options="
+                "{'master_name': ...}"
+            )
+        nodes, first = _hosts(url, DEFAULT_SENTINEL_PORT)
+        connection.update(_credentials(first))
+        connection["db"] = _db(url, first)
+        return RedisSettings(
+            "sentinel",
+            connection,
+            sentinels=nodes,
+            master_name=master,
+            sentinel_kwargs=dict(transport.get("sentinel_kwargs") or {}),
+            **common,
+        )
+    if url.scheme == "redis+cluster":
+        nodes, first = _hosts(url, DEFAULT_PORT)
+        if _db(url, first) != 0:
+            raise ValueError(f"{url.masked!r}: Redis Cluster has only database 0")
+        connection.update(_credentials(first))
+        connection["max_connections"] = max_connections or 2**31
+        return RedisSettings("cluster", connection, startup_nodes=nodes, **common)
+
+    parts = urlsplit(url.raw)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True))
+    connection.update(_credentials(parts))
+    if url.scheme in ("unix", "redis+socket"):
+        if not parts.path:
+            raise ValueError(
+                f"{url.masked!r}: a socket URL needs a path, e.g. unix:///run/redis.sock"
+            )
+        connection["unix_socket_path"] = unquote(parts.path)
+        connection["db"] = _int_query(query.pop("db", "0"), "db", url)
+        for key in ("socket_connect_timeout", "socket_keepalive"):
+            connection.pop(key, None)  # TCP-only
+    else:
+        connection["host"] = parts.hostname or "localhost"
+        connection["port"] = parts.port or DEFAULT_PORT
+        connection["db"] = _db(url, parts, query)
+        if url.scheme == "rediss":
+            connection["ssl"] = True
+            connection.update(_ssl(url, query, options.get("redis_backend_use_ssl")))
+    if query:
+        raise ValueError(f"{url.masked!r}: unknown query parameter(s) {sorted(query)}")
+    if max_connections:
+        connection["max_connections"] = max_connections
+    return RedisSettings("standalone", connection, **common)
+
+
+def make_client(settings: RedisSettings) -> Any:
+    """A redis-py client for the settings: Redis, a Sentinel master, or RedisCluster."""
+    kwargs = dict(settings.connection)
+    if settings.kind == "sentinel":
+        sentinel = Sentinel(
+            list(settings.sentinels),
+            sentinel_kwargs=dict(settings.sentinel_kwargs) or None,
+            socket_timeout=kwargs.get("socket_timeout"),
+            socket_connect_timeout=kwargs.get("socket_connect_timeout"),
+        )
+        assert settings.master_name is not None
+        return sentinel.master_for(settings.master_name, **kwargs)
+    if settings.kind == "cluster":
+        kwargs.pop("db", None)
+        nodes = [redis.cluster.ClusterNode(host, port) for host, port in settings.startup_nodes]
+        return redis.RedisCluster(startup_nodes=nodes, **kwargs)
+    return redis.Redis(**kwargs)
+
+
+def _reject_unknown(options: Mapping[str, Any]) -> None:
+    known = set(_NUMBER_OPTIONS) | set(_BOOL_OPTIONS) | _OTHER_OPTIONS
+    for key in options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"resultstore-redis does not take option {key!r}{hint}")
+
+
+def _retry_policy(raw: object) -> RetryPolicy:
+    if raw is None:
+        return RetryPolicy()
+    if not isinstance(raw, Mapping) or set(raw) - _RETRY_KEYS:
+        raise ValueError(
+            f"retry_policy must be a dict with keys among {sorted(_RETRY_KEYS)}, got {raw!r}"
+        )
+    policy = RetryPolicy(**raw)
+    if not isinstance(policy.max_retries, int) or policy.max_retries < 0:
+        raise ValueError(
+            f"retry_policy max_retries must be an int >= 0, got {policy.max_retries!r}"
+        )
+    if not (0 <= policy.interval_start <= policy.interval_max):
+        raise ValueError(f"retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}")
+    return policy
+
+
+def _hosts(url: URL, default_port: int) -> tuple[tuple[tuple[str, int], ...], Any]:
+    """Celery's ';'-joined form: ``sentinel://h1:26379;sentinel://h2:26379/0``."""
+    nodes = []
+    first = None
+    for part in url.raw.split(";"):
+        if not part.strip():
+            continue
+        split = urlsplit(part.strip())
+        if split.scheme != url.scheme:
+            raise ValueError(f"{url.masked!r}: every ';'-joined URL must use {url.scheme}://")
+        try:
+            port = split.port or default_port
+        except ValueError:
+            raise ValueError(f"{url.masked!r}: bad port") from None
+        nodes.append((split.hostname or "localhost", port))
+        first = first or split
+    return tuple(nodes), first
+
+
+def _credentials(parts: Any) -> dict[str, Any]:
+    creds = {}
+    if parts.username:
+        creds["username"] = unquote(parts.username)
+    if parts.password:
+        creds["password"] = unquote(parts.password)
+    return creds
+
+
+def _db(url: URL, parts: Any, query: dict[str, str] | None = None) -> int:
+    path = (parts.path or "").strip("/")
+    raw = query.pop("db", None) if query is not None else None
+    return _int_query(raw if raw is not None else (path or "0"), "db", url)
+
+
+def _int_query(value: str, name: str, url: URL) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{url.masked!r}: {name} must be an integer, got {value!r}") from None
+    if number < 0:
+        raise ValueError(f"{url.masked!r}: {name} must not be negative")
+    return number
+
+
+def _ssl(url: URL, query: dict[str, str], use_ssl: object) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    if use_ssl is not None:
+        if not isinstance(use_ssl, Mapping) or set(use_ssl) - _SSL_KEYS:
+            raise ValueError(
+                f"redis_backend_use_ssl must be a dict with keys among {sorted(_SSL_KEYS)}"
+            )
+        params.update(use_ssl)
+    for key in _SSL_KEYS & set(query):
+        params[key] = query.pop(key)
+    if "ssl_cert_reqs" in params and isinstance(params["ssl_cert_reqs"], str):
+        value = params["ssl_cert_reqs"].lower()
+        if value not in _CERT_REQS:
+            raise ValueError(
+                f"{url.masked!r}: ssl_cert_reqs must be required, optional or none, "
+                f"got {params['ssl_cert_reqs']!r}"
+            )
+        params["ssl_cert_reqs"] = _CERT_REQS[value]
+    if isinstance(params.get("ssl_check_hostname"), str):
+        params["ssl_check_hostname"] = params["ssl_check_hostname"].lower() in ("1", "true", "yes")
+    return params
