@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from kombu import exceptions as kombu_errors
 from kombu import serialization
+from kombu.utils import json as kombu_json
 
 from ._errors import DecodeError, EncodeError
 
@@ -15,6 +17,10 @@ DEFAULT_SERIALIZER = "json"
 DEFAULT_ACCEPT = ("json",)
 _PICKLE_TYPE = "application/x-python-serialize"
 _PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol 2 or newer
+# The hot path for JSON: kombu's own encoder class and object hook (so the bytes and
+# the decoded values are exactly kombu's), without building them anew on every call.
+_JSON_ENCODER = kombu_json.JSONEncoder()
+_JSON_DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ class Codec:
 
     def dumps(self, value: Any, what: str) -> bytes:
         """Serialize ``value``; ``what`` names it in the error (e.g. "result of task 'x'")."""
+        if self.serializer == "json":
+            try:
+                return _JSON_ENCODER.encode(value).encode()
+            except (TypeError, ValueError) as exc:
+                raise EncodeError(f"{what} cannot be serialized with 'json': {exc}") from exc
         try:
             _, _, payload = serialization.dumps(value, serializer=self.serializer)
         except kombu_errors.EncodeError as exc:
@@ -81,6 +92,11 @@ class Codec:
                     "result_accept_content"
                 )
             content_type, encoding = _PICKLE_TYPE, "binary"
+        if content_type == "application/json":
+            try:
+                return _JSON_DECODER.decode(bytes(data).decode())
+            except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
+                raise DecodeError(f"{what} cannot be decoded as 'json': {exc}") from exc
         try:
             return serialization.loads(data, content_type, encoding, accept=self.accept)
         except kombu_errors.ContentDisallowed as exc:
