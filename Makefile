@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest clean
+.PHONY: demo test lint typecheck pytest bench clean
 
 EXAMPLE = examples/file_backend
 
@@ -35,6 +35,9 @@ pytest: $(STAMP)
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/run.py --write
 
 clean:
 	rm -rf $(VENV)

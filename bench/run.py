@@ -1,0 +1,280 @@
+"""resultstore against the raw driver doing the same work, in one run, interleaved.
+
+    python bench/run.py                 # full run, prints a Markdown table
+    python bench/run.py --write         # ... and writes it into bench/README.md
+    python bench/run.py --smoke         # a few iterations of everything, no numbers kept
+
+Each scenario runs resultstore and its baseline alternately, ``--repeat`` times,
+and reports medians with min-max. Ratios are resultstore's throughput over the
+baseline's (higher is better) or its latency over the baseline's (lower is better).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+
+import resultstore
+from resultstore import AsyncResult, Backend, GroupResult
+
+HERE = Path(__file__).resolve().parent
+SMALL = {"user": 1234, "ok": True, "tag": "abcdefgh"}  # about 40 bytes of JSON
+LARGE = {"rows": ["x" * 90 for _ in range(100)]}  # about 10 KB of JSON
+
+
+@dataclass
+class Row:
+    scenario: str
+    unit: str
+    ours: list[float] = field(default_factory=list)
+    raw: list[float] = field(default_factory=list)
+    higher_is_better: bool = True
+
+    def ratios(self) -> list[float]:
+        return [o / r for o, r in zip(self.ours, self.raw, strict=True)]
+
+
+def rate(fn: Callable[[int], None], n: int) -> float:
+    started = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return n / (time.perf_counter() - started)
+
+
+def meta_json(task_id: str, value: Any) -> bytes:
+    """The bytes Celery (and resultstore) store for a SUCCESS: what raw redis-py writes."""
+    return json.dumps(
+        {
+            "status": "SUCCESS",
+            "result": value,
+            "traceback": None,
+            "children": [],
+            "date_done": datetime.now(timezone.utc).isoformat(),
+            "task_id": task_id,
+        }
+    ).encode()
+
+
+# --- wait latency: another process stores, this one waits --------------------------------
+
+STORER = """
+import json, sys, time
+import redis
+from resultstore import Backend
+mode, url = sys.argv[1], sys.argv[2]
+client = redis.Redis.from_url(url)
+backend = Backend(url)
+for line in sys.stdin:
+    key, task_id = line.split()
+    started = time.monotonic()
+    if mode == "ours":
+        backend.mark_as_done(task_id, 1)
+    else:
+        client.publish(key, b"1")
+    print(started, flush=True)
+"""
+
+
+def wait_latencies(url: str, mode: str, n: int) -> list[float]:
+    storer = subprocess.Popen(
+        [sys.executable, "-c", STORER, mode, url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert storer.stdin is not None
+    assert storer.stdout is not None
+    latencies = []
+    with Backend(url) as backend:
+        client = redis.Redis.from_url(url)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        for _ in range(n):
+            task_id = uuid.uuid4().hex
+            key = f"celery-task-meta-{task_id}"
+            woke: list[float] = []
+            if mode == "ours":
+
+                def wait(t: str = task_id) -> None:
+                    backend.wait_for(t, timeout=10)
+                    woke.append(time.monotonic())
+
+                waiter = threading.Thread(target=wait)
+                waiter.start()
+                while task_id not in backend.plugin.subscribed_ids():
+                    time.sleep(0.0005)
+            else:
+                pubsub.subscribe(key)
+                pubsub.get_message(timeout=1)  # the confirmation, before the store is asked for
+
+                def listen() -> None:
+                    while pubsub.get_message(timeout=10) is None:
+                        pass
+                    woke.append(time.monotonic())
+
+                waiter = threading.Thread(target=listen)
+                waiter.start()
+            time.sleep(0.002)  # let the waiter block before the store is asked for
+            storer.stdin.write(f"{key} {task_id}\n")
+            storer.stdin.flush()
+            started = float(storer.stdout.readline())
+            waiter.join(10)
+            latencies.append(woke[0] - started)
+            if mode == "raw":
+                pubsub.unsubscribe(key)
+                pubsub.get_message(timeout=1)
+            else:
+                backend.forget(task_id)
+        pubsub.close()
+        client.close()
+    storer.stdin.close()
+    storer.wait(10)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- scenarios ------------------------------------------------------------------------------
+
+
+def redis_rows(url: str, repeat: int, n: int, waits: int) -> list[Row]:
+    backend = Backend(url)
+    client = redis.Redis.from_url(url)
+    rows: dict[str, Row] = {}
+
+    def row(name: str, unit: str, higher: bool = True) -> Row:
+        return rows.setdefault(name, Row(name, unit, higher_is_better=higher))
+
+    for size_name, value in (("small", SMALL), ("large", LARGE)):
+        for _ in range(repeat):
+            # Fresh ids each round: a store lands on a new key, as a task's result does.
+            ids = [f"bench-{uuid.uuid4().hex}" for _ in range(n)]
+            keys = [f"celery-task-meta-{t}" for t in ids]
+            r = row(f"store one at a time, {size_name}", "stores/s")
+            r.ours.append(rate(lambda i: backend.mark_as_done(ids[i], value), n))
+
+            def raw_store(i: int) -> None:
+                data = meta_json(ids[i], value)
+                pipe = client.pipeline(transaction=False)
+                pipe.set(keys[i], data, ex=86400).publish(keys[i], data).execute()
+
+            r.raw.append(rate(raw_store, n))
+
+            r = row(f"get one at a time, {size_name}", "gets/s")
+            r.ours.append(rate(lambda i: backend.get_task_meta(ids[i]), n))
+            r.raw.append(rate(lambda i: json.loads(client.get(keys[i])), n))
+
+            r = row(f"get_many of 100, {size_name}", "calls/s")
+            calls = max(5, n // 20)
+            r.ours.append(rate(lambda i: backend.get_many(ids[:100]), calls))
+            r.raw.append(rate(lambda i: [json.loads(v) for v in client.mget(keys[:100])], calls))
+
+            members = ids[:1000]
+            group = GroupResult("bench-group", [AsyncResult(t, backend) for t in members], backend)
+            r = row(f"join of {len(members)} done, {size_name}", "ms", higher=False)
+            started = time.perf_counter()
+            group.join(timeout=10)
+            r.ours.append((time.perf_counter() - started) * 1000)
+            started = time.perf_counter()
+            [json.loads(v) for v in client.mget(keys[:1000])]
+            r.raw.append((time.perf_counter() - started) * 1000)
+            for chunk in range(0, len(keys), 500):
+                client.delete(*keys[chunk : chunk + 500])
+
+    for _ in range(repeat):
+        ours, raw = wait_latencies(url, "ours", waits), wait_latencies(url, "raw", waits)
+        row("wait latency p50", "ms", higher=False).ours.append(statistics.median(ours) * 1000)
+        rows["wait latency p50"].raw.append(statistics.median(raw) * 1000)
+        row("wait latency p99", "ms", higher=False).ours.append(percentile(ours, 0.99) * 1000)
+        rows["wait latency p99"].raw.append(percentile(raw, 0.99) * 1000)
+    backend.close()
+    client.close()
+    return list(rows.values())
+
+
+def memory_rows(repeat: int, n: int) -> list[Row]:
+    backend = Backend(f"memory://bench-{uuid.uuid4().hex}")
+    store: dict[str, bytes] = {}
+    rows = [
+        Row("memory: store one at a time, small", "stores/s"),
+        Row("memory: get one at a time, small", "gets/s"),
+    ]
+    for _ in range(repeat):
+        ids = [f"m-{uuid.uuid4().hex}" for _ in range(n)]
+        rows[0].ours.append(rate(lambda i: backend.mark_as_done(ids[i], SMALL), n))
+        rows[0].raw.append(rate(lambda i: store.__setitem__(ids[i], meta_json(ids[i], SMALL)), n))
+        rows[1].ours.append(rate(lambda i: backend.get_task_meta(ids[i]), n))
+        rows[1].raw.append(rate(lambda i: json.loads(store[ids[i]]), n))
+    backend.close()
+    return rows
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| scenario | resultstore | raw driver | ratio (median, min-max) |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        ratios = r.ratios()
+        lines.append(
+            f"| {r.scenario}{'' if r.higher_is_better else ' (lower is better)'} "
+            f"| {statistics.median(r.ours):,.1f} {r.unit} "
+            f"| {statistics.median(r.raw):,.1f} {r.unit} "
+            f"| {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("-n", type=int, default=2000, help="operations per measurement")
+    parser.add_argument("--waits", type=int, default=200, help="wake-ups per latency measurement")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run, to prove it works")
+    parser.add_argument("--write", action="store_true", help="write the table into bench/README.md")
+    args = parser.parse_args()
+    if args.smoke:
+        args.repeat, args.n, args.waits = 1, 100, 3
+    rows = memory_rows(args.repeat, args.n)
+    rows += redis_rows(args.redis, args.repeat, args.n, args.waits)
+    out = table(rows)
+    print(out)
+    if args.write:
+        info = (
+            f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, "
+            f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"resultstore {resultstore.__version__}, redis-py {redis.__version__}, "
+            f"Redis {redis.Redis.from_url(args.redis).info()['redis_version']}; "
+            f"{args.repeat} interleaved repetitions of {args.n} operations "
+            f"({args.waits} wake-ups per latency figure)."
+        )
+        readme = HERE / "README.md"
+        text = readme.read_text()
+        start, end = "<!-- results -->", "<!-- /results -->"
+        head, _, rest = text.partition(start)
+        _, _, tail = rest.partition(end)
+        readme.write_text(f"{head}{start}\n{info}\n\n{out}\n{end}{tail}")
+
+
+if __name__ == "__main__":
+    main()
