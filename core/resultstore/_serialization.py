@@ -20,7 +20,14 @@ _PICKLE_MAGIC = b"\x80"  # the PROTO opcode that starts every pickle of protocol
 # The hot path for JSON: kombu's own encoder class and object hook (so the bytes and
 # the decoded values are exactly kombu's), without building them anew on every call.
 _JSON_ENCODER = kombu_json.JSONEncoder()
-_JSON_DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
+
+
+def _object_hook(obj: dict[str, Any]) -> Any:
+    # kombu's hook builds a set per dict to look for its type markers; most dicts have none.
+    return kombu_json.object_hook(obj) if "__type__" in obj else obj
+
+
+_JSON_DECODER = json.JSONDecoder(object_hook=_object_hook)
 
 
 @dataclass(frozen=True)
