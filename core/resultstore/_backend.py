@@ -15,6 +15,7 @@ import pluggy
 from . import _hookspecs, _registry
 from ._errors import (
     BackendLoadError,
+    BackendUnavailable,
     PluginValidationError,
     ResultStoreError,
     TaskRevokedError,
@@ -73,6 +74,10 @@ SETTINGS = {
     "result_extended": "extended",
     "result_exception_allow": "exception_allow",
 }
+# Celery's result_* settings that belong to the plugin: passed on as plugin options
+# under their own name (Celery's Redis backend reads global_keyprefix, retry_policy,
+# master_name, ... from result_backend_transport_options).
+PLUGIN_SETTINGS = ("result_backend_transport_options",)
 
 
 def _seconds(value: Expires, what: str) -> float | None:
@@ -170,15 +175,17 @@ class Backend:
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
         """Build from Celery-style settings (``result_backend``, ``result_expires``, ...).
 
-        Keys that do not start with ``result_`` are handed to the plugin as options.
+        Keys that do not start with ``result_`` are handed to the plugin as options,
+        and so is ``result_backend_transport_options`` (it configures the plugin).
         """
         settings: dict[str, Any] = {}
         options: dict[str, Any] = {}
         for key, value in config.items():
             if key in SETTINGS:
                 settings[SETTINGS[key]] = value
-            elif key.startswith("result_"):
-                raise ValueError(f"unknown setting {key!r}; known: {', '.join(SETTINGS)}")
+            elif key.startswith("result_") and key not in PLUGIN_SETTINGS:
+                known = ", ".join([*SETTINGS, *PLUGIN_SETTINGS])
+                raise ValueError(f"unknown setting {key!r}; known: {known}")
             else:
                 options[key] = value
         if options:
@@ -506,12 +513,16 @@ class Backend:
     ) -> Iterator[TaskMeta]:
         pending = dict.fromkeys(ids)
         seen: dict[str, TaskMeta] = {}
+        # What is ready already needs no subscription: one read, then subscribe the rest.
+        yield from self._settle(pending, self._read(ids), seen, on_message)
+        if not pending:
+            return
         waiter = Waiter()
-        self._hub.add(waiter, ids)
+        self._hub.add(waiter, list(pending))
         try:
-            # Subscribed first, read second: a result stored before the subscription
+            # Subscribed first, read again: a result stored before the subscription
             # took effect is found by this read, one stored after it wakes the waiter.
-            found: Mapping[str, TaskMeta | None] = self._read(ids)
+            found: Mapping[str, TaskMeta | None] = self._read(list(pending))
             while True:
                 for meta in self._settle(pending, found, seen, on_message):
                     self._hub.remove(waiter, [meta.task_id])
@@ -522,7 +533,14 @@ class Backend:
                 if remaining is not None and remaining <= 0:
                     # A last read at the deadline: a notification lost on the way
                     # (a reconnect) must not turn a stored result into a timeout.
-                    yield from self._settle(pending, self._read(list(pending)), seen, on_message)
+                    # If the engine is unreachable for it, the deadline has still
+                    # passed: the wait ends with its timeout error (the cause chained),
+                    # not with the read's error after the plugin's retries.
+                    try:
+                        last = self._read(list(pending))
+                    except BackendUnavailable as exc:
+                        raise _timeout(pending, seen, timeout) from exc
+                    yield from self._settle(pending, last, seen, on_message)
                     if pending:
                         raise _timeout(pending, seen, timeout)
                     return

@@ -45,7 +45,7 @@ from resultstore.testing import FakeClock
 
 KNOWN_SETTINGS = (
     "result_backend, result_expires, result_serializer, result_accept_content, "
-    "result_extended, result_exception_allow"
+    "result_extended, result_exception_allow, result_backend_transport_options"
 )
 PICKLE_REFUSED = "refused: it is pickle data and 'pickle' is not in result_accept_content"
 
@@ -212,6 +212,21 @@ class TestFromConfig:
         with Backend.from_config({"result_backend": store_url, "clock": clock}) as backend:
             assert backend.config.options == {"clock": clock}
             assert backend.plugin.clock is clock  # type: ignore[attr-defined]
+
+    def test_transport_options_are_plugin_options(self, store_url: str) -> None:
+        # A result_* setting, but the plugin's (Celery's Redis backend reads it):
+        # handed over under its own name, next to the other plugin options.
+        transport = {"global_keyprefix": "app:"}
+        config = {
+            "result_backend": store_url,
+            "result_backend_transport_options": transport,
+            "clock": FakeClock(),
+        }
+        with pytest.raises(ValueError, match=r"^memory://") as raised:
+            Backend.from_config(config)
+        assert str(raised.value) == (
+            "memory:// does not take option(s) result_backend_transport_options (only 'clock')"
+        )
 
     def test_memory_rejects_unknown_option(self, store_url: str) -> None:
         with pytest.raises(ValueError, match=r"^memory://") as raised:

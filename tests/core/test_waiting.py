@@ -52,6 +52,17 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLI
         time.sleep(0.0005)
 
 
+def store_when_waiting(
+    consumer: Backend, provider: Backend, waited: set[str], task_id: str
+) -> None:
+    """Once ``waited`` are all subscribed, store ``task_id`` (a failure if it is "b")."""
+    wait_until(lambda: consumer.waiting_ids() == waited, f"a waiter is blocked on {waited}")
+    if task_id == "b":
+        provider.mark_as_failure(task_id, KeyError("k"))
+    else:
+        provider.mark_as_done(task_id, 1)
+
+
 class Worker(threading.Thread):
     """Runs ``fn`` in a thread, keeping its value or exception and when it returned."""
 
@@ -362,9 +373,11 @@ class TestJoinWhileCompleting:
     def test_join_raising_on_first_failure_unsubscribes_the_rest_at_once(
         self, backend: Backend, provider: Backend, waiter_log: WaiterLog
     ) -> None:
-        provider.mark_as_failure("b", KeyError("k"))
+        storer = Worker(partial(store_when_waiting, backend, provider, {"a", "b", "c"}, "b"))
+        storer.start()
         with pytest.raises(KeyError) as raised:
             ResultSet(members(backend, "a", "b", "c")).join(timeout=DEADLINE)
+        storer.finish()
         # Still holding the exception (and so its traceback and frames):
         assert raised.value.args == ("k",)
         assert_nothing_left(backend)
@@ -372,13 +385,24 @@ class TestJoinWhileCompleting:
         assert len(waiter_log.refs) == 1
         assert waiter_log.live() == 0
 
+    def test_a_failure_found_by_the_first_read_subscribes_nothing(
+        self, backend: Backend, provider: Backend, waiter_log: WaiterLog
+    ) -> None:
+        provider.mark_as_failure("a", KeyError("k"))
+        with pytest.raises(KeyError):
+            ResultSet(members(backend, "a", "b")).join(timeout=DEADLINE)
+        assert_nothing_left(backend)
+        assert len(waiter_log.refs) == 0
+
     def test_abandoned_as_completed_unsubscribes(
         self, backend: Backend, provider: Backend, waiter_log: WaiterLog
     ) -> None:
-        provider.mark_as_done("a", 1)
+        storer = Worker(partial(store_when_waiting, backend, provider, {"a", "b", "c"}, "a"))
+        storer.start()
         rs = ResultSet(members(backend, "a", "b", "c"))
         completed = rs.as_completed(timeout=DEADLINE)
         assert next(completed) == "a"
+        storer.finish()
         assert backend.waiting_ids() == {"b", "c"}
         assert backend.plugin.subscribed_ids() == {"b", "c"}  # type: ignore[attr-defined]
         completed.close()
@@ -389,9 +413,11 @@ class TestJoinWhileCompleting:
     def test_breaking_out_of_as_completed_unsubscribes(
         self, backend: Backend, provider: Backend, waiter_log: WaiterLog
     ) -> None:
-        provider.mark_as_done("b", 2)
+        storer = Worker(partial(store_when_waiting, backend, provider, {"a", "b", "c"}, "b"))
+        storer.start()
         rs = ResultSet(members(backend, "a", "b", "c"))
         for member in rs.as_completed(timeout=DEADLINE):
+            storer.finish()
             assert member == "b"
             assert backend.waiting_ids() == {"a", "c"}
             break
