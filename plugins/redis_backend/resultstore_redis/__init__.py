@@ -163,6 +163,12 @@ class RedisBackend(KeyValueStore):
         self._channels.clear()
         if os.getpid() == self._pid:
             self.client.close()
+            if self.settings.kind == "sentinel":
+                # The master client does not own its connections to the sentinels
+                # (redis-py leaves them to the Sentinel): without this every closed
+                # Backend kept one sentinel connection open.
+                for sentinel in self.client.connection_pool.sentinel_manager.sentinels:
+                    sentinel.close()
 
     def subscribed_ids(self) -> frozenset[str]:
         """Ids this backend's channel is subscribed to (for tests and diagnostics)."""

@@ -88,7 +88,8 @@ class RedisChannel:
             conn, self._conn = self._conn, None
             self._ids.clear()
         if conn is not None:
-            conn.disconnect()
+            with self._send_lock:  # see _send: no send can reopen it after this
+                conn.disconnect()
         self._thread.join(timeout=5)
 
     def subscribed_ids(self) -> frozenset[str]:
@@ -104,7 +105,16 @@ class RedisChannel:
     def _send(self, conn: Any, *command: str) -> bool:
         try:
             with self._send_lock:
-                conn.send_command(*command)
+                # redis-py reconnects a disconnected Connection on send: on a connection
+                # the listener has already given up, that would open a second subscriber
+                # socket nobody reads. _reset and close disconnect under this lock.
+                if self._conn is not conn:
+                    return False
+                # check_health=False: redis-py's health check PINGs and reads the reply
+                # in this thread, which on a subscribed connection gets ["pong", ""],
+                # fails, and silently reconnects the socket without its subscriptions
+                # (push then stopped after any idle health_check_interval).
+                conn.send_command(*command, check_health=False)
             return True
         except _NETWORK_ERRORS:
             return False  # the listener sees the broken connection and recovers
@@ -138,13 +148,16 @@ class RedisChannel:
             backoff = min(backoff * 2, _MAX_BACKOFF)
 
     def _resubscribe(self, conn: Any) -> None:
-        with self._lock:
-            channels = list(self._ids)
-            self._recheck = set(channels)
-            self._conn = conn
-        if channels:
-            with self._send_lock:
-                conn.send_command("SUBSCRIBE", *channels)
+        # The send lock is held from publishing the connection until the SUBSCRIBE is
+        # sent: an UNSUBSCRIBE of one of these channels by another thread must follow
+        # it on the wire, or the server would keep a subscription nobody wants.
+        with self._send_lock:
+            with self._lock:
+                channels = list(self._ids)
+                self._recheck = set(channels)
+                self._conn = conn
+            if channels:
+                conn.send_command("SUBSCRIBE", *channels, check_health=False)
 
     def _reset(self, conn: Any) -> None:
         with self._lock:
@@ -154,7 +167,8 @@ class RedisChannel:
         for event in confirms.values():
             event.set()
         if conn is not None:
-            conn.disconnect()
+            with self._send_lock:  # see _send
+                conn.disconnect()
 
     def _handle(self, response: Any) -> None:
         kind = response[0]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -42,6 +43,12 @@ _CERT_REQS = {
     "none": "none",
     "cert_none": "none",
 }
+_CERT_CONSTANTS: dict[int, str] = {
+    ssl.CERT_REQUIRED: "required",
+    ssl.CERT_OPTIONAL: "optional",
+    ssl.CERT_NONE: "none",
+}
+_FLAGS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 _SCHEMES = ("redis", "rediss", "redis+socket", "unix", "sentinel", "redis+cluster")
 
 
@@ -64,13 +71,14 @@ class RetryPolicy:
 @dataclass(frozen=True)
 class RedisSettings:
     kind: str  # "standalone", "sentinel" or "cluster"
-    connection: Mapping[str, Any]
+    # Holds the password: kept out of the repr, like every other place the URL shows.
+    connection: Mapping[str, Any] = field(repr=False)
     keyprefix: str = ""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     health_check_interval: float = 25.0
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
-    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
     startup_nodes: tuple[tuple[str, int], ...] = ()
 
 
@@ -78,7 +86,12 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     if url.scheme not in _SCHEMES:
         raise ValueError(f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r})")
     _reject_unknown(options)
-    transport = dict(options.get("result_backend_transport_options") or {})
+    raw_transport = options.get("result_backend_transport_options") or {}
+    if not isinstance(raw_transport, Mapping):
+        raise TypeError(
+            f"result_backend_transport_options must be a dict, got {raw_transport!r:.100}"
+        )
+    transport = dict(raw_transport)
     unknown = set(transport) - _TRANSPORT_OPTIONS
     if unknown:
         raise ValueError(
@@ -99,12 +112,11 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
             raise TypeError(f"{name} must be True or False, got {value!r}")
         connection[name.removeprefix("redis_")] = value
     max_connections = options.get("redis_max_connections")
-    if max_connections is not None and (
-        isinstance(max_connections, bool)
-        or not isinstance(max_connections, int)
-        or max_connections < 1
-    ):
-        raise ValueError(f"redis_max_connections must be a positive int, got {max_connections!r}")
+    if max_connections is not None:
+        if isinstance(max_connections, bool) or not isinstance(max_connections, int):
+            raise TypeError(f"redis_max_connections must be an int, got {max_connections!r}")
+        if max_connections < 1:
+            raise ValueError(f"redis_max_connections must be positive, got {max_connections!r}")
     health = connection["health_check_interval"]
     retry = _retry_policy(transport.get("retry_policy"))
     # RESP2: pub/sub messages come back from read_response (RESP3 routes them elsewhere).
@@ -116,11 +128,23 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         errors += (redis.TimeoutError,)
     connection["retry"] = retry.for_redis(errors)
     connection["retry_on_error"] = list(errors)
-    if options.get("redis_username"):
-        connection["username"] = options["redis_username"]
+    username = options.get("redis_username")
+    if username is not None and not isinstance(username, str):
+        raise TypeError(f"redis_username must be a str, got {type(username).__name__}")
+    if username:
+        connection["username"] = username
     prefix = transport.get("global_keyprefix") or ""
     if not isinstance(prefix, str):
         raise TypeError(f"global_keyprefix must be a str, got {prefix!r}")
+    # Celery's rule (BaseKeyValueStoreBackend._add_global_keyprefix): a prefix not
+    # ending in one of ':_-.' gets a '_', so both write "app_celery-task-meta-<id>".
+    if prefix and prefix[-1] not in ":_-.":
+        prefix += "_"
+    # Celery turns TLS on for any redis:// URL when redis_backend_use_ssl is set:
+    # never ignore it silently (that would send the password in clear text).
+    use_ssl = options.get("redis_backend_use_ssl")
+    if use_ssl is not None and not isinstance(use_ssl, Mapping):
+        raise TypeError(f"redis_backend_use_ssl must be a dict, got {use_ssl!r:.100}")
     common: dict[str, Any] = {
         "keyprefix": prefix,
         "retry": retry,
@@ -134,15 +158,21 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
                 f"{url.masked!r}: sentinel:// needs result_backend_transport_options="
                 "{'master_name': ...}"
             )
+        sentinel_kwargs = transport.get("sentinel_kwargs") or {}
+        if not isinstance(sentinel_kwargs, Mapping):
+            raise TypeError(f"sentinel_kwargs must be a dict, got {sentinel_kwargs!r:.100}")
         nodes, first = _hosts(url, DEFAULT_SENTINEL_PORT)
         connection.update(_credentials(first))
         connection["db"] = _db(url, first)
+        if use_ssl:
+            connection["ssl"] = True
+            connection.update(_ssl(url, {}, use_ssl))
         return RedisSettings(
             "sentinel",
             connection,
             sentinels=nodes,
             master_name=master,
-            sentinel_kwargs=dict(transport.get("sentinel_kwargs") or {}),
+            sentinel_kwargs=dict(sentinel_kwargs),
             **common,
         )
     if url.scheme == "redis+cluster":
@@ -150,6 +180,9 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         if _db(url, first) != 0:
             raise ValueError(f"{url.masked!r}: Redis Cluster has only database 0")
         connection.update(_credentials(first))
+        if use_ssl:
+            connection["ssl"] = True
+            connection.update(_ssl(url, {}, use_ssl))
         connection["max_connections"] = max_connections or 2**31
         return RedisSettings("cluster", connection, startup_nodes=nodes, **common)
 
@@ -161,6 +194,8 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
             raise ValueError(
                 f"{url.masked!r}: a socket URL needs a path, e.g. unix:///run/redis.sock"
             )
+        if use_ssl:
+            raise ValueError(f"{url.masked!r}: redis_backend_use_ssl does not apply to a socket")
         connection["unix_socket_path"] = unquote(parts.path)
         connection["db"] = _int_query(query.pop("db", "0"), "db", url)
         for key in ("socket_connect_timeout", "socket_keepalive"):
@@ -169,11 +204,13 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         connection["host"] = parts.hostname or "localhost"
         connection["port"] = parts.port or DEFAULT_PORT
         connection["db"] = _db(url, parts, query)
-        if url.scheme == "rediss":
+        if url.scheme == "rediss" or use_ssl:
             connection["ssl"] = True
-            connection.update(_ssl(url, query, options.get("redis_backend_use_ssl")))
+            # Only rediss:// reads TLS parameters from its query (as in Celery).
+            connection.update(_ssl(url, query if url.scheme == "rediss" else {}, use_ssl))
     if query:
-        raise ValueError(f"{url.masked!r}: unknown query parameter(s) {sorted(query)}")
+        hint = " (TLS parameters need rediss://)" if _SSL_KEYS & set(query) else ""
+        raise ValueError(f"{url.masked!r}: unknown query parameter(s) {sorted(query)}{hint}")
     if max_connections:
         connection["max_connections"] = max_connections
     return RedisSettings("standalone", connection, **common)
@@ -183,12 +220,16 @@ def make_client(settings: RedisSettings) -> Any:
     """A redis-py client for the settings: Redis, a Sentinel master, or RedisCluster."""
     kwargs = dict(settings.connection)
     if settings.kind == "sentinel":
-        sentinel = Sentinel(
-            list(settings.sentinels),
-            sentinel_kwargs=dict(settings.sentinel_kwargs) or None,
-            socket_timeout=kwargs.get("socket_timeout"),
-            socket_connect_timeout=kwargs.get("socket_connect_timeout"),
-        )
+        sentinel_kwargs = dict(settings.sentinel_kwargs) or {
+            "socket_timeout": kwargs.get("socket_timeout"),
+            "socket_connect_timeout": kwargs.get("socket_connect_timeout"),
+        }
+        # One attempt per sentinel query: the next sentinel in the list is the fallback,
+        # and the master connection's retry policy repeats the whole discovery. redis-py's
+        # default (3 retries from a 1 s backoff) made a dead first sentinel cost ~4 s on
+        # every master lookup (each new connection, each subscriber reconnect).
+        sentinel_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
+        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)
         assert settings.master_name is not None
         return sentinel.master_for(settings.master_name, **kwargs)
     if settings.kind == "cluster":
@@ -215,10 +256,18 @@ def _retry_policy(raw: object) -> RetryPolicy:
             f"retry_policy must be a dict with keys among {sorted(_RETRY_KEYS)}, got {raw!r}"
         )
     policy = RetryPolicy(**raw)
-    if not isinstance(policy.max_retries, int) or policy.max_retries < 0:
+    if (
+        isinstance(policy.max_retries, bool)
+        or not isinstance(policy.max_retries, int)
+        or policy.max_retries < 0
+    ):
         raise ValueError(
             f"retry_policy max_retries must be an int >= 0, got {policy.max_retries!r}"
         )
+    for name in ("interval_start", "interval_max"):
+        value = getattr(policy, name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"retry_policy {name} must be a number of seconds, got {value!r}")
     if not (0 <= policy.interval_start <= policy.interval_max):
         raise ValueError(f"retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}")
     return policy
@@ -278,14 +327,25 @@ def _ssl(url: URL, query: dict[str, str], use_ssl: object) -> dict[str, Any]:
         params.update(use_ssl)
     for key in _SSL_KEYS & set(query):
         params[key] = query.pop(key)
-    if "ssl_cert_reqs" in params and isinstance(params["ssl_cert_reqs"], str):
-        value = params["ssl_cert_reqs"].lower()
-        if value not in _CERT_REQS:
+    if "ssl_cert_reqs" in params:
+        reqs = params["ssl_cert_reqs"]
+        # Celery's names (CERT_REQUIRED, required, ...) or the ssl module's constants.
+        mapped: str | None = None
+        if isinstance(reqs, str):
+            mapped = _CERT_REQS.get(reqs.lower())
+        elif isinstance(reqs, int):
+            mapped = _CERT_CONSTANTS.get(reqs)
+        if mapped is None:
             raise ValueError(
-                f"{url.masked!r}: ssl_cert_reqs must be required, optional or none, "
-                f"got {params['ssl_cert_reqs']!r}"
+                f"{url.masked!r}: ssl_cert_reqs must be required, optional or none, got {reqs!r}"
             )
-        params["ssl_cert_reqs"] = _CERT_REQS[value]
+        params["ssl_cert_reqs"] = mapped
     if isinstance(params.get("ssl_check_hostname"), str):
-        params["ssl_check_hostname"] = params["ssl_check_hostname"].lower() in ("1", "true", "yes")
+        flag = params["ssl_check_hostname"].lower()
+        if flag not in _FLAGS:  # "maybe" must not quietly turn hostname checks off
+            raise ValueError(
+                f"{url.masked!r}: ssl_check_hostname must be true or false, "
+                f"got {params['ssl_check_hostname']!r}"
+            )
+        params["ssl_check_hostname"] = _FLAGS[flag]
     return params
