@@ -11,12 +11,13 @@ STAMP = $(VENV)/.installed
 EXAMPLE = examples/file_backend
 
 $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_backend/pyproject.toml \
+		plugins/db_backend/pyproject.toml \
 		$(EXAMPLE)/pyproject.toml \
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[memory,test]' -e plugins/memory_backend \
-		-e plugins/redis_backend
+		-e plugins/redis_backend -e 'plugins/db_backend[postgresql,mysql]'
 	# The example third-party plugin is installed the way a user installs one: not editable.
 	$(BIN)/python -m pip install --quiet ./$(EXAMPLE)
 	touch $@

@@ -1,0 +1,396 @@
+"""SQL databases for resultstore: ``db+<SQLAlchemy URL>`` (alias ``database+``).
+
+Celery's tables and columns (``celery_taskmeta``, ``celery_tasksetmeta``; the
+``result`` column holds the serializer's bytes), one pooled engine per URL and
+process, one statement per store that keeps a ready state (a dialect upsert
+with a condition; on PostgreSQL its ``pg_notify`` rides in the same
+statement), and push waits through LISTEN on PostgreSQL. Expiry is
+``cleanup()``: it deletes rows whose ``date_done`` is older than
+``result_expires``, in bounded batches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from resultstore import (
+    READY_STATES,
+    BackendConfig,
+    Capability,
+    GroupMeta,
+    OnChange,
+    TaskMeta,
+    hookimpl,
+)
+
+from . import _engine
+from ._listen import ListenChannel
+from ._schema import Tables, make_tables
+
+__all__ = ["DatabaseBackend", "create_tables"]
+
+_OPTIONS = {
+    "database_engine_options",
+    "database_table_names",
+    "database_table_schemas",
+    "database_create_tables_at_setup",
+    "database_retry_policy",
+    "database_short_lived_sessions",  # Celery's; engines here are pooled either way
+}
+_READY = sorted(READY_STATES)
+CLEANUP_BATCH = 1000
+_IN_CHUNK = 500  # ids per IN (...) list on engines without arrays
+
+
+class DatabaseBackend:
+    def __init__(self, config: BackendConfig) -> None:
+        self.config = config
+        self.codec = config.codec
+        if config.inner_url is None:
+            raise ValueError(
+                f"{config.url.masked!r}: give a SQLAlchemy URL after the prefix, "
+                "e.g. db+sqlite:///results.db or db+postgresql://user@host/db"
+            )
+        options = dict(config.options)
+        unknown = set(options) - _OPTIONS
+        if unknown:
+            raise ValueError(
+                f"resultstore-db does not take option(s) {sorted(unknown)}; "
+                f"known: {sorted(_OPTIONS)}"
+            )
+        self.engine_options = _mapping(options, "database_engine_options")
+        self.retry = _engine.RetryPolicy.from_option(options.get("database_retry_policy"))
+        create = options.get("database_create_tables_at_setup", True)
+        if not isinstance(create, bool):
+            raise TypeError(
+                f"database_create_tables_at_setup must be True or False, got {create!r}"
+            )
+        try:
+            self.url = _engine.normalize(config.inner_url.raw)
+        except sa.exc.ArgumentError as exc:
+            raise ValueError(f"{config.url.masked!r} is not a SQLAlchemy URL: {exc}") from None
+        self.where = config.url.masked
+        self.dialect = self.url.get_backend_name()
+        self.tables: Tables = make_tables(
+            _mapping(options, "database_table_names"), _mapping(options, "database_table_schemas")
+        )
+        caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
+        if self.dialect == "postgresql":
+            caps.add(Capability.PUSH)
+        self.capabilities = frozenset(caps)
+        self._channels: list[ListenChannel] = []
+        if create:
+            self.create_tables()
+
+    # --- plumbing ---------------------------------------------------------------------
+
+    @property
+    def engine(self) -> Engine:
+        return _engine.engine_for(self.url, self.engine_options)
+
+    def _run(self, what: str, fn: Any) -> Any:
+        """Run ``fn(connection)`` in one transaction, retrying transient errors."""
+
+        def attempt() -> Any:
+            with self.engine.begin() as conn:
+                return fn(conn)
+
+        return self.retry.run(what, self.where, attempt)
+
+    def create_tables(self) -> None:
+        """Create the tables (and sequences) that are missing; a clear error without the right."""
+        try:
+            self.retry.run(
+                "creating tables", self.where, lambda: self.tables.metadata.create_all(self.engine)
+            )
+        except sa.exc.ProgrammingError as exc:
+            raise PermissionError(
+                f"cannot create the result tables on {self.where}: {str(exc.orig).strip()}; "
+                "create them as a user with the right (resultstore_db.create_tables(url)) "
+                "and set database_create_tables_at_setup=False"
+            ) from exc
+
+    # --- rows <-> metas --------------------------------------------------------------------
+
+    def _row_values(self, meta: TaskMeta) -> dict[str, Any]:
+        dumps = self.codec.dumps
+        what = f"result of task {meta.task_id!r}"
+        values: dict[str, Any] = {
+            "status": meta.status,
+            "result": dumps(meta.result, what),
+            "date_done": _naive_utc(meta.date_done or datetime.now(timezone.utc)),
+            "traceback": meta.traceback,
+            "children": dumps(meta.children, what) if meta.children else None,
+            "name": meta.name,
+            "args": dumps(meta.args, what) if meta.extended else None,
+            "kwargs": dumps(meta.kwargs, what) if meta.extended else None,
+            "worker": meta.worker,
+            "retries": meta.retries,
+            "queue": meta.queue,
+        }
+        return values
+
+    def _meta(self, row: Any) -> TaskMeta:
+        loads = self.codec.loads
+        task_id = row.task_id
+        what = f"stored result of task {task_id!r}"
+        extended = row.name is not None or row.args is not None or row.worker is not None
+        ready = row.status in READY_STATES
+        return TaskMeta(
+            task_id=task_id,
+            status=row.status,
+            result=loads(row.result, what) if row.result is not None else None,
+            traceback=row.traceback,
+            children=loads(row.children, what) if row.children is not None else [],
+            date_done=row.date_done.replace(tzinfo=timezone.utc)
+            if ready and row.date_done
+            else None,
+            extended=extended,
+            name=row.name,
+            args=loads(row.args, what) if row.args is not None else None,
+            kwargs=loads(row.kwargs, what) if row.kwargs is not None else None,
+            worker=row.worker,
+            retries=row.retries,
+            queue=row.queue,
+        )
+
+    # --- hooks ---------------------------------------------------------------------------------
+
+    @hookimpl
+    def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        values = self._row_values(meta)
+        task = self.tables.task
+        keep_ready = None if overwrite else task.c.status.notin_(_READY)
+
+        def store(conn: Connection) -> bool:
+            if self.dialect in ("postgresql", "sqlite"):
+                insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+                stmt = (
+                    insert(task)
+                    .values(task_id=meta.task_id, **values)
+                    .on_conflict_do_update(
+                        index_elements=[task.c.task_id], set_=values, where=keep_ready
+                    )
+                    .returning(task.c.task_id)
+                )
+                if self.dialect == "postgresql":
+                    # The notification is part of the same statement and transaction:
+                    # sent on commit, and only when the row was written.
+                    written = stmt.cte("written")
+                    notify = sa.func.pg_notify(task.name, written.c.task_id)
+                    return conn.execute(sa.select(notify)).first() is not None
+                return conn.execute(stmt).first() is not None
+            return self._store_generic(conn, meta.task_id, values, keep_ready)
+
+        return bool(self._run(f"storing task {meta.task_id!r}", store))
+
+    def _store_generic(
+        self, conn: Connection, task_id: str, values: dict[str, Any], keep_ready: Any
+    ) -> bool:
+        """Engines without a conditional upsert (MySQL, MariaDB): conditional UPDATE, else INSERT.
+
+        The UPDATE's WHERE makes the ready check and the write one statement. When
+        it matches nothing, the row is missing, ready, or being inserted by another
+        writer right now (InnoDB's semi-consistent read skips such rows): a locking
+        read waits for that writer and tells which.
+        """
+        task = self.tables.task
+        update = task.update().where(task.c.task_id == task_id).values(**values)
+        if keep_ready is not None:
+            update = update.where(keep_ready)
+        locked = sa.select(task.c.status).where(task.c.task_id == task_id).with_for_update()
+        for _ in range(3):
+            if conn.execute(update).rowcount:
+                return True
+            row = conn.execute(locked).first()
+            if row is not None:
+                if keep_ready is not None and row.status in READY_STATES:
+                    return False
+                continue  # we hold the row lock now: the UPDATE will match
+            try:
+                with conn.begin_nested():
+                    conn.execute(task.insert().values(task_id=task_id, **values))
+                return True
+            except sa.exc.IntegrityError:
+                continue  # another writer inserted it first
+        raise RuntimeError(f"task {task_id!r}: the row kept changing under three store attempts")
+
+    @hookimpl
+    def get(self, task_id: str) -> TaskMeta | None:
+        task = self.tables.task
+        row = self._run(
+            f"reading task {task_id!r}",
+            lambda conn: conn.execute(sa.select(task).where(task.c.task_id == task_id)).first(),
+        )
+        return None if row is None else self._meta(row)
+
+    @hookimpl
+    def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        task = self.tables.task
+
+        def read(conn: Connection) -> list[Any]:
+            if self.dialect == "postgresql":
+                # One array parameter, not a long IN list: one plan, any number of ids.
+                ids = sa.bindparam("ids", list(task_ids), type_=postgresql.ARRAY(sa.String))
+                return list(conn.execute(sa.select(task).where(task.c.task_id == sa.any_(ids))))
+            rows: list[Any] = []
+            for start in range(0, len(task_ids), _IN_CHUNK):
+                chunk = list(task_ids[start : start + _IN_CHUNK])
+                rows += conn.execute(sa.select(task).where(task.c.task_id.in_(chunk))).all()
+            return rows
+
+        rows = self._run(f"reading {len(task_ids)} tasks", read)
+        return {row.task_id: self._meta(row) for row in rows}
+
+    @hookimpl
+    def forget(self, task_id: str) -> bool:
+        task, revoked = self.tables.task, self.tables.revoked
+
+        def delete(conn: Connection) -> bool:
+            conn.execute(revoked.delete().where(revoked.c.task_id == task_id))
+            return bool(conn.execute(task.delete().where(task.c.task_id == task_id)).rowcount)
+
+        return bool(self._run(f"forgetting task {task_id!r}", delete))
+
+    @hookimpl
+    def save_group(self, meta: GroupMeta, ttl: float | None) -> bool:
+        group = self.tables.group
+        # Celery stores the group's as_tuple form itself in the result column.
+        data = self.codec.dumps(meta.result, f"group {meta.group_id!r}")
+        now = _naive_utc(datetime.now(timezone.utc))
+
+        def save(conn: Connection) -> bool:
+            conn.execute(group.delete().where(group.c.taskset_id == meta.group_id))
+            conn.execute(
+                group.insert().values(taskset_id=meta.group_id, result=data, date_done=now)
+            )
+            return True
+
+        return bool(self._run(f"saving group {meta.group_id!r}", save))
+
+    @hookimpl
+    def get_group(self, group_id: str) -> GroupMeta | None:
+        group = self.tables.group
+        row = self._run(
+            f"reading group {group_id!r}",
+            lambda conn: conn.execute(
+                sa.select(group.c.result).where(group.c.taskset_id == group_id)
+            ).first(),
+        )
+        if row is None:
+            return None
+        return GroupMeta(group_id, self.codec.loads(row.result, f"stored group {group_id!r}"))
+
+    @hookimpl
+    def forget_group(self, group_id: str) -> bool:
+        group = self.tables.group
+        return bool(
+            self._run(
+                f"deleting group {group_id!r}",
+                lambda conn: (
+                    conn.execute(group.delete().where(group.c.taskset_id == group_id)).rowcount
+                ),
+            )
+        )
+
+    @hookimpl
+    def revoke(self, task_id: str, ttl: float | None) -> bool:
+        revoked = self.tables.revoked
+        expires_at = None if ttl is None else _naive_utc(_now() + timedelta(seconds=ttl))
+
+        def record(conn: Connection) -> bool:
+            conn.execute(revoked.delete().where(revoked.c.task_id == task_id))
+            conn.execute(revoked.insert().values(task_id=task_id, expires_at=expires_at))
+            return True
+
+        return bool(self._run(f"revoking task {task_id!r}", record))
+
+    @hookimpl
+    def is_revoked(self, task_id: str) -> bool:
+        revoked = self.tables.revoked
+        now = _naive_utc(_now())
+        query = sa.select(revoked.c.task_id).where(
+            revoked.c.task_id == task_id,
+            sa.or_(revoked.c.expires_at.is_(None), revoked.c.expires_at > now),
+        )
+        return bool(self._run("reading revocations", lambda conn: conn.execute(query).first()))
+
+    @hookimpl
+    def cleanup(self) -> int:
+        """Delete expired rows in batches of ``CLEANUP_BATCH``, one short transaction each."""
+        now = _now()
+        removed = 0
+        if self.config.expires is not None:
+            cutoff = _naive_utc(now - timedelta(seconds=self.config.expires))
+            for table in (self.tables.task, self.tables.group):
+                removed += self._delete_batches(table, table.c.id, table.c.date_done < cutoff)
+        revoked = self.tables.revoked
+        self._delete_batches(revoked, revoked.c.task_id, revoked.c.expires_at < _naive_utc(now))
+        return removed
+
+    def _delete_batches(self, table: sa.Table, key: sa.Column[Any], expired: Any) -> int:
+        removed = 0
+        while True:
+
+            def batch(conn: Connection) -> int:
+                ids = conn.execute(sa.select(key).where(expired).limit(CLEANUP_BATCH)).scalars()
+                found = list(ids)
+                if found:
+                    conn.execute(table.delete().where(key.in_(found)))
+                return len(found)
+
+            count = int(self._run(f"cleaning up {table.name}", batch))
+            removed += count
+            if count < CLEANUP_BATCH:
+                return removed
+
+    @hookimpl
+    def notify(self, on_change: OnChange) -> ListenChannel:
+        conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        channel = ListenChannel(
+            conninfo,
+            self.tables.task.name,
+            on_change,
+            name=f"resultstore-db-listener {self.where}",
+        )
+        self._channels.append(channel)
+        return channel
+
+    @hookimpl
+    def close(self) -> None:
+        for channel in self._channels:
+            channel.close()
+        self._channels.clear()
+
+    def subscribed_ids(self) -> frozenset[str]:
+        return frozenset().union(*(c.subscribed_ids() for c in self._channels))
+
+
+def create_tables(url: str, **options: Any) -> None:
+    """Create resultstore's (Celery's) tables ahead of time, e.g. as a privileged user."""
+    from resultstore import Backend
+
+    with Backend(url, options={**options, "database_create_tables_at_setup": True}):
+        pass
+
+
+def _mapping(options: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = options.get(name) or {}
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a dict, got {value!r}")
+    return dict(value)
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    """Celery's DateTime columns hold naive UTC."""
+    return value.astimezone(timezone.utc).replace(tzinfo=None)

@@ -1,0 +1,120 @@
+"""Engines: one pooled engine per URL, options and process; bounded retries of transient errors."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from resultstore import BackendUnavailable
+
+T = TypeVar("T")
+
+_engines: dict[tuple[int, str, str], Engine] = {}
+_lock = threading.Lock()
+
+# A plain dialect name picks the driver this project installs when SQLAlchemy's
+# default driver is not there (psycopg2, mysqlclient are C extensions).
+_DRIVERS = {
+    "postgresql": (("psycopg2", None), ("psycopg", "postgresql+psycopg")),
+    "mysql": (("MySQLdb", None), ("pymysql", "mysql+pymysql")),
+    "mariadb": (("MySQLdb", None), ("pymysql", "mariadb+pymysql")),
+}
+
+
+def normalize(url: str) -> sa.URL:
+    parsed = make_url(url)
+    for module, replacement in _DRIVERS.get(parsed.drivername, ()):
+        if importlib.util.find_spec(module) is not None:
+            if replacement is not None:
+                parsed = parsed.set(drivername=replacement)
+            break
+    return parsed
+
+
+def engine_for(url: sa.URL, options: Mapping[str, Any]) -> Engine:
+    """The process's engine for ``url``; a forked child gets its own, never the parent's pool."""
+    key = (os.getpid(), url.render_as_string(hide_password=False), repr(sorted(options.items())))
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            engine = _engines[key] = _create(url, options)
+        return engine
+
+
+def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, **options}
+    if url.get_backend_name() == "sqlite":
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)  # busy wait, seconds
+        if url.database in (None, "", ":memory:"):
+            # One in-memory database shared by every thread, instead of one per connection.
+            kwargs.setdefault("poolclass", StaticPool)
+            kwargs["connect_args"].setdefault("check_same_thread", False)
+    elif url.get_backend_name() in ("mysql", "mariadb"):
+        # No gap locks on reads of missing rows: concurrent first stores must not deadlock.
+        kwargs.setdefault("isolation_level", "READ COMMITTED")
+    engine = sa.create_engine(url, **kwargs)
+    if url.get_backend_name() == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer
+    cursor.close()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Transient errors (lost connection, server gone, deadlock, SQLite busy) are retried."""
+
+    max_retries: int = 3
+    interval_start: float = 0.05
+    interval_max: float = 1.0
+
+    @classmethod
+    def from_option(cls, raw: object) -> RetryPolicy:
+        if raw is None:
+            return cls()
+        keys = {"max_retries", "interval_start", "interval_max"}
+        if not isinstance(raw, Mapping) or set(raw) - keys:
+            raise ValueError(
+                f"database_retry_policy must be a dict with keys among {sorted(keys)}, got {raw!r}"
+            )
+        policy = cls(**raw)
+        if not isinstance(policy.max_retries, int) or policy.max_retries < 0:
+            raise ValueError(f"database_retry_policy max_retries must be an int >= 0, got {raw!r}")
+        return policy
+
+    def run(self, what: str, where: str, fn: Callable[[], T]) -> T:
+        delay = self.interval_start
+        for attempt in range(self.max_retries + 1):
+            try:
+                return fn()
+            except sa.exc.DBAPIError as exc:
+                if not _transient(exc):
+                    raise
+                if attempt == self.max_retries:
+                    raise BackendUnavailable(
+                        f"{what} failed on {where} after {self.max_retries} retries: "
+                        f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+                    ) from exc
+            time.sleep(delay)
+            delay = min(delay * 2, self.interval_max)
+        raise AssertionError("unreachable")
+
+
+def _transient(exc: sa.exc.DBAPIError) -> bool:
+    return exc.connection_invalidated or isinstance(
+        exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+    )

@@ -1,0 +1,88 @@
+"""Push on PostgreSQL: one LISTEN connection per backend and process.
+
+Every store of a row runs ``pg_notify(<table>, task_id)`` in its own
+transaction, so the notification is sent exactly when the row is committed.
+The listener filters the ids someone waits on. LISTEN is active before the
+channel is handed to the core, and after a reconnect every waited id is
+re-checked, so no store is missed in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Collection
+from typing import Any
+
+import psycopg
+
+from resultstore import OnChange
+
+log = logging.getLogger("resultstore.db")
+
+_POLL = 0.5  # how often the listener looks at its stop flag while idle
+_MAX_BACKOFF = 1.0
+
+
+class ListenChannel:
+    def __init__(self, conninfo: str, channel: str, on_change: OnChange, name: str) -> None:
+        self._conninfo = conninfo
+        self._channel = channel
+        self._on_change = on_change
+        self._ids: set[str] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._conn: Any = self._listen()  # raises if the server is unreachable now
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def subscribe(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            self._ids.update(task_ids)
+
+    def unsubscribe(self, task_ids: Collection[str]) -> None:
+        with self._lock:
+            self._ids.difference_update(task_ids)
+
+    def subscribed_ids(self) -> frozenset[str]:
+        with self._lock:
+            return frozenset(self._ids)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _listen(self) -> Any:
+        conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+        conn.execute(f'LISTEN "{self._channel}"')
+        return conn
+
+    def _run(self) -> None:
+        backoff = 0.05
+        while not self._stop.is_set():
+            try:
+                if self._conn is None:
+                    self._conn = self._listen()
+                    backoff = 0.05
+                    for task_id in self.subscribed_ids():  # what was stored meanwhile
+                        self._on_change(task_id, None)
+                for note in self._conn.notifies(timeout=_POLL):
+                    with self._lock:
+                        wanted = note.payload in self._ids
+                    if wanted:
+                        self._on_change(note.payload, None)
+            except psycopg.Error as exc:
+                if self._stop.is_set():
+                    break
+                log.warning("LISTEN connection lost (%s); retry in %.2fs", exc, backoff)
+                self._drop()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, _MAX_BACKOFF)
+        self._drop()
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):  # it is gone either way
+                conn.close()
