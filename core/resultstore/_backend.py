@@ -548,10 +548,15 @@ class Backend:
                 if waiter.closed:
                     raise ResultStoreError(f"{self!r} was closed while waiting for {list(pending)}")
                 unknown = [t for t, m in changed.items() if m is None and t in pending]
-                found = {
-                    **{t: m for t, m in changed.items() if m is not None},
-                    **self._read(unknown),
-                }
+                try:
+                    reread = self._read(unknown)
+                except BackendUnavailable:
+                    # A wake-up is a hint, and the engine may go away again right
+                    # after it (a re-check after a reconnect): that must not end a
+                    # wait before its deadline. The channel re-checks after its next
+                    # reconnect, and the read at the deadline is the backstop.
+                    reread = {}
+                found = {**{t: m for t, m in changed.items() if m is not None}, **reread}
         finally:
             self._hub.remove(waiter, pending)
 
