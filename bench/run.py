@@ -18,58 +18,21 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import redis
+from common import LARGE, SMALL, Row, meta_json, percentile, rate, table
+from sql_bench import sql_rows
 
 import resultstore
 from resultstore import AsyncResult, Backend, GroupResult
 
 HERE = Path(__file__).resolve().parent
-SMALL = {"user": 1234, "ok": True, "tag": "abcdefgh"}  # about 40 bytes of JSON
-LARGE = {"rows": ["x" * 90 for _ in range(100)]}  # about 10 KB of JSON
-
-
-@dataclass
-class Row:
-    scenario: str
-    unit: str
-    ours: list[float] = field(default_factory=list)
-    raw: list[float] = field(default_factory=list)
-    higher_is_better: bool = True
-
-    def ratios(self) -> list[float]:
-        return [o / r for o, r in zip(self.ours, self.raw, strict=True)]
-
-
-def rate(fn: Callable[[int], None], n: int) -> float:
-    started = time.perf_counter()
-    for i in range(n):
-        fn(i)
-    return n / (time.perf_counter() - started)
-
-
-def meta_json(task_id: str, value: Any) -> bytes:
-    """The bytes Celery (and resultstore) store for a SUCCESS: what raw redis-py writes."""
-    return json.dumps(
-        {
-            "status": "SUCCESS",
-            "result": value,
-            "traceback": None,
-            "children": [],
-            "date_done": datetime.now(timezone.utc).isoformat(),
-            "task_id": task_id,
-        }
-    ).encode()
-
-
 # --- wait latency: another process stores, this one waits --------------------------------
 
 STORER = """
@@ -144,11 +107,6 @@ def wait_latencies(url: str, mode: str, n: int) -> list[float]:
     storer.stdin.close()
     storer.wait(10)
     return latencies
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
 # --- scenarios ------------------------------------------------------------------------------
@@ -226,27 +184,13 @@ def memory_rows(repeat: int, n: int) -> list[Row]:
     return rows
 
 
-def table(rows: list[Row]) -> str:
-    lines = [
-        "| scenario | resultstore | raw driver | ratio (median, min-max) |",
-        "|---|---|---|---|",
-    ]
-    for r in rows:
-        ratios = r.ratios()
-        lines.append(
-            f"| {r.scenario}{'' if r.higher_is_better else ' (lower is better)'} "
-            f"| {statistics.median(r.ours):,.1f} {r.unit} "
-            f"| {statistics.median(r.raw):,.1f} {r.unit} "
-            f"| {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |"
-        )
-    return "\n".join(lines)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--redis", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--postgres", default="postgres@127.0.0.1:5432/test")
+    parser.add_argument("--mysql", default="root@127.0.0.1:3306/test")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("-n", type=int, default=2000, help="operations per measurement")
     parser.add_argument("--waits", type=int, default=200, help="wake-ups per latency measurement")
@@ -255,8 +199,23 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         args.repeat, args.n, args.waits = 1, 100, 3
+    sizes = (args.repeat, args.n, args.waits)
     rows = memory_rows(args.repeat, args.n)
     rows += redis_rows(args.redis, args.repeat, args.n, args.waits)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/bench.db"
+        rows += sql_rows("SQLite", f"db+sqlite:///{path}", "sqlite", path, *sizes)
+    pg = f"postgresql://{args.postgres}"
+    rows += sql_rows("PostgreSQL", f"db+{pg}", "postgresql", pg, *sizes)
+    user, _, rest = args.mysql.partition("@")
+    host, _, database = rest.partition("/")
+    mysql = {
+        "host": host.split(":")[0],
+        "port": int(host.split(":")[1]),
+        "user": user,
+        "database": database,
+    }
+    rows += sql_rows("MariaDB", f"db+mysql://{args.mysql}", "mysql", json.dumps(mysql), *sizes)
     out = table(rows)
     print(out)
     if args.write:

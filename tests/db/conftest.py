@@ -37,7 +37,7 @@ def _up(admin_url: str) -> bool:
         engine.dispose()
 
 
-def _server(kind: str, admin_url: str) -> str:
+def server(kind: str, admin_url: str) -> str:
     if _up(admin_url):
         return admin_url
     if shutil.which(START[kind].split()[0]):
@@ -52,12 +52,12 @@ def _server(kind: str, admin_url: str) -> str:
 
 @pytest.fixture(scope="session")
 def postgres_admin() -> str:
-    return _server("postgresql", PG_ADMIN)
+    return server("postgresql", PG_ADMIN)
 
 
 @pytest.fixture(scope="session")
 def mysql_admin() -> str:
-    return _server("mysql", MYSQL_ADMIN)
+    return server("mysql", MYSQL_ADMIN)
 
 
 @pytest.fixture

@@ -6,21 +6,31 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ..db.conftest import MYSQL_ADMIN, PG_ADMIN, server
+
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
 
 
 def test_bench_smoke(redis_url: str) -> None:
+    server("postgresql", PG_ADMIN)  # the benchmark uses the machine's servers too
+    server("mysql", MYSQL_ADMIN)
     done = subprocess.run(
         [sys.executable, str(BENCH), "--smoke", "--redis", redis_url],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "| scenario | resultstore | raw driver | ratio (median, min-max) |"
     scenarios = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
-    assert "store one at a time, small" in scenarios
-    assert "wait latency p50 (lower is better)" in scenarios
-    assert len(scenarios) == 12
+    for expected in (
+        "store one at a time, small",
+        "wait latency p50 (lower is better)",
+        "SQLite: join of 100 done, large (lower is better)",
+        "PostgreSQL: wait latency p50 (lower is better)",
+        "MariaDB: get_many of 100, small",
+    ):
+        assert expected in scenarios
+    assert len(scenarios) == 40
