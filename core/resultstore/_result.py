@@ -20,7 +20,9 @@ OnMessage = Callable[[TaskMeta], None]
 class AsyncResult:
     """A task's result, read through its backend. Ready metas are cached."""
 
-    def __init__(self, id: str, backend: Backend, parent: AsyncResult | None = None) -> None:
+    def __init__(
+        self, id: str, backend: Backend, parent: AsyncResult | GroupResult | None = None
+    ) -> None:
         if not isinstance(backend, Backend):
             raise TypeError(f"backend must be a resultstore.Backend, got {type(backend).__name__}")
         self.id = validate_task_id(id)
@@ -224,10 +226,17 @@ class EagerResult(AsyncResult):
 
 
 class ResultSet:
-    """Several results read and joined together through one backend."""
+    """Several results read and joined together through one backend.
 
-    def __init__(self, results: Iterable[AsyncResult], backend: Backend | None = None) -> None:
-        self.results: list[AsyncResult] = []
+    Members are AsyncResults or GroupResults (a group nested in a group, as
+    Celery stores a group whose chain ends in a group); a nested group counts
+    as one member, ready when all of its own members are.
+    """
+
+    def __init__(
+        self, results: Iterable[AsyncResult | GroupResult], backend: Backend | None = None
+    ) -> None:
+        self.results: list[AsyncResult | GroupResult] = []
         self._backend = backend
         for result in results:
             self.add(result)
@@ -238,79 +247,100 @@ class ResultSet:
             raise ValueError("an empty ResultSet has no backend; pass backend=")
         return self._backend
 
-    def add(self, result: AsyncResult) -> None:
-        if not isinstance(result, AsyncResult) or isinstance(result, EagerResult):
-            raise TypeError(f"a ResultSet holds AsyncResult objects, got {result!r}")
+    def add(self, result: AsyncResult | GroupResult) -> None:
+        is_group = isinstance(result, GroupResult)
+        if not (is_group or isinstance(result, AsyncResult)) or isinstance(result, EagerResult):
+            raise TypeError(f"a ResultSet holds AsyncResult or GroupResult objects, got {result!r}")
+        backend = result.backend
         if self._backend is None:
-            self._backend = result.backend
-        elif result.backend is not self._backend:
-            raise ValueError(
-                f"{result!r} uses {result.backend!r}, but this set uses {self._backend!r}"
-            )
+            self._backend = backend
+        elif backend is not self._backend:
+            raise ValueError(f"{result!r} uses {backend!r}, but this set uses {self._backend!r}")
         if result not in self.results:
             self.results.append(result)
 
-    def update(self, results: Iterable[AsyncResult]) -> None:
+    def update(self, results: Iterable[AsyncResult | GroupResult]) -> None:
         for result in results:
             self.add(result)
 
-    def remove(self, result: AsyncResult | str) -> None:
+    def remove(self, result: AsyncResult | GroupResult | str) -> None:
         self.results.remove(result)  # type: ignore[arg-type]
 
-    def discard(self, result: AsyncResult | str) -> None:
+    def discard(self, result: AsyncResult | GroupResult | str) -> None:
         if result in self.results:
             self.remove(result)
 
     def clear(self) -> None:
         self.results.clear()
 
-    def _metas(self) -> list[TaskMeta]:
-        """One read for all members (cached ready ones are not read again)."""
-        todo = [r.id for r in self.results if r._cache is None]
+    def leaves(self) -> list[AsyncResult]:
+        """Every task result in the set, nested groups flattened, each id once."""
+        found: dict[str, AsyncResult] = {}
+        for member in self.results:
+            for leaf in member.leaves() if isinstance(member, GroupResult) else [member]:
+                found.setdefault(leaf.id, leaf)
+        return list(found.values())
+
+    def _member_metas(self) -> list[list[TaskMeta]]:
+        """Each member's task metas, from one read for all (ready ones are cached)."""
+        leaves = self.leaves()
+        todo = [r.id for r in leaves if r._cache is None]
         fresh = self.backend.get_many(todo) if todo else {}
-        metas = []
-        for r in self.results:
-            meta = r._cache or fresh[r.id]
+        metas: dict[str, TaskMeta] = {}
+        for leaf in leaves:
+            meta = leaf._cache or fresh[leaf.id]
             if meta.ready:
-                r._cache = meta
-            metas.append(meta)
-        return metas
+                leaf._cache = meta
+            metas[leaf.id] = meta
+        return [[metas[leaf.id] for leaf in _leaves_of(member)] for member in self.results]
 
     def ready(self) -> bool:
-        return all(m.ready for m in self._metas())
+        return all(m.ready for member in self._member_metas() for m in member)
 
     def successful(self) -> bool:
-        return all(m.status == SUCCESS for m in self._metas())
+        return all(m.status == SUCCESS for member in self._member_metas() for m in member)
 
     def failed(self) -> bool:
-        return any(m.status == FAILURE for m in self._metas())
+        return any(m.status == FAILURE for member in self._member_metas() for m in member)
 
     def waiting(self) -> bool:
         return not self.ready()
 
     def completed_count(self) -> int:
         """How many members succeeded (Celery's definition)."""
-        return sum(m.status == SUCCESS for m in self._metas())
+        return sum(all(m.status == SUCCESS for m in member) for member in self._member_metas())
+
+    def _completed_leaves(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> Generator[AsyncResult, None, None]:
+        leaves = self.leaves()
+        yield from (leaf for leaf in leaves if leaf._cache is not None)
+        by_id = {leaf.id: leaf for leaf in leaves if leaf._cache is None}
+        if not by_id:
+            return
+        with self.backend.iter_ready(list(by_id), timeout, interval, on_message) as ready:
+            for meta in ready:
+                leaf = by_id[meta.task_id]
+                leaf._cache = meta
+                yield leaf
 
     def as_completed(
         self,
         timeout: float | None = None,
         interval: float = DEFAULT_INTERVAL,
         on_message: OnMessage | None = None,
-    ) -> Generator[AsyncResult, None, None]:
+    ) -> Generator[AsyncResult | GroupResult, None, None]:
         """Yield members as each becomes ready; one deadline for all of them."""
-        by_id = {r.id: r for r in self.results}
-        for r in self.results:
-            if r._cache is not None:
-                yield r
-        todo = [r.id for r in self.results if r._cache is None]
-        if not todo:
-            return
-        with self.backend.iter_ready(todo, timeout, interval, on_message) as ready:
-            for meta in ready:
-                member = by_id[meta.task_id]
-                member._cache = meta
-                yield member
+        pending = {id(m): {leaf.id for leaf in _leaves_of(m)} for m in self.results}
+        with closing(self._completed_leaves(timeout, interval, on_message)) as done:
+            for leaf in done:
+                for member in self.results:
+                    waiting_for = pending.get(id(member))
+                    if waiting_for is not None and leaf.id in waiting_for:
+                        waiting_for.discard(leaf.id)
+                        if not waiting_for:
+                            del pending[id(member)]
+                            yield member
 
     def join(
         self,
@@ -323,22 +353,23 @@ class ResultSet:
     ) -> list[Any]:
         """Wait for every member and return their values in member order.
 
-        Reads all pending members in one round trip per wake-up. With
+        Reads all pending tasks in one round trip per wake-up. With
         ``propagate``, the first failure to arrive is raised at once.
-        ``callback(task_id, value)`` is called as each one arrives.
+        ``callback(task_id, value)`` is called as each task arrives. A nested
+        group's value is the list of its own members' values.
         """
         if disable_sync_subtasks:
             assert_will_not_block()
         # closing(): a raise below must end the wait (and its subscriptions) now,
         # not when the traceback holding this frame is freed.
-        with closing(self.as_completed(timeout, interval, on_message)) as members:
-            for member in members:
-                meta = member._get_meta()
+        with closing(self._completed_leaves(timeout, interval, on_message)) as leaves:
+            for leaf in leaves:
+                meta = leaf._get_meta()
                 if propagate and meta.status in PROPAGATE_STATES:
-                    member._raise(meta)
+                    leaf._raise(meta)
                 if callback is not None:
-                    callback(member.id, member._value(meta))
-        return [r._value(r._get_meta()) for r in self.results]
+                    callback(leaf.id, leaf._value(meta))
+        return [_value_of(member) for member in self.results]
 
     get = join
 
@@ -353,10 +384,10 @@ class ResultSet:
     def __len__(self) -> int:
         return len(self.results)
 
-    def __iter__(self) -> Iterator[AsyncResult]:
+    def __iter__(self) -> Iterator[AsyncResult | GroupResult]:
         return iter(self.results)
 
-    def __getitem__(self, index: int) -> AsyncResult:
+    def __getitem__(self, index: int) -> AsyncResult | GroupResult:
         return self.results[index]
 
     def __eq__(self, other: object) -> bool:
@@ -376,9 +407,9 @@ class GroupResult(ResultSet):
     def __init__(
         self,
         id: str,
-        results: Sequence[AsyncResult] = (),
+        results: Sequence[AsyncResult | GroupResult] = (),
         backend: Backend | None = None,
-        parent: AsyncResult | None = None,
+        parent: AsyncResult | GroupResult | None = None,
     ) -> None:
         self.id = validate_task_id(id, "group id")
         self.parent = parent
@@ -408,6 +439,16 @@ class GroupResult(ResultSet):
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
 
 
+def _leaves_of(member: AsyncResult | GroupResult) -> list[AsyncResult]:
+    return member.leaves() if isinstance(member, GroupResult) else [member]
+
+
+def _value_of(member: AsyncResult | GroupResult) -> Any:
+    if isinstance(member, GroupResult):
+        return [_value_of(m) for m in member.results]
+    return member._value(member._get_meta())
+
+
 def result_from_tuple(value: Any, backend: Backend) -> AsyncResult | GroupResult:
     """Rebuild a result from its ``as_tuple`` form (the form Celery stores)."""
     try:
@@ -420,5 +461,5 @@ def result_from_tuple(value: Any, backend: Backend) -> AsyncResult | GroupResult
         if not isinstance(nodes, (list, tuple)):
             raise ValueError(f"not a result tuple: {value!r:.200}")
         members = [result_from_tuple(node, backend) for node in nodes]
-        return GroupResult(task_id, members, backend, parent=parent_result)  # type: ignore[arg-type]
-    return AsyncResult(task_id, backend, parent=parent_result)  # type: ignore[arg-type]
+        return GroupResult(task_id, members, backend, parent=parent_result)
+    return AsyncResult(task_id, backend, parent=parent_result)

@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"group {group_id} did not restore: {restored!r}")
         print(f"restored group {group_id}; watching tasks complete:")
         for done in restored.as_completed(timeout=10, on_message=progress):
-            print(f"  {done.id} {done.state}: {done.get(propagate=False)!r}")
+            state = backend.get_state(done.id)
+            print(f"  {done.id} {state}: {done.get(propagate=False)!r}")
 
         print(f"completed: {restored.completed_count()} of {len(restored)} succeeded")
         print(f"join(propagate=False): {restored.join(timeout=10, propagate=False)}")
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             worker.join()
         restored.forget()
         restored.delete()
-        gone = [r.exists() for r in restored]
+        gone = [backend.exists(r.id) for r in restored]
         print(f"forgot {len(gone)} results and the group; any left: {any(gone)}")
     return 0
 

@@ -1213,12 +1213,6 @@ class TestGroups:
         assert restored.results[0].parent is not None
         assert restored.results[0].parent.parent == AsyncResult("pp", backend)
 
-    @pytest.mark.xfail(
-        strict=True,
-        reason="bug: result_from_tuple builds GroupResult members for nested groups, but "
-        "ResultSet.add rejects GroupResult members with TypeError, so a group Celery "
-        "saved with a nested group (group of a chain ending in a group) cannot be restored",
-    )
     def test_restore_celery_group_with_a_nested_group(self, backend: Backend) -> None:
         backend.plugin.kv_set(  # type: ignore[attr-defined]
             "celery-taskset-meta-gid",

@@ -538,7 +538,10 @@ class TestResultSetStates:
     ) -> None:
         with pytest.raises(TypeError) as raised:
             ResultSet([member], backend=backend)
-        assert str(raised.value) == f"a ResultSet holds AsyncResult objects, got {shown}"
+        assert (
+            str(raised.value)
+            == f"a ResultSet holds AsyncResult or GroupResult objects, got {shown}"
+        )
 
     def test_empty_set(self) -> None:
         rs = ResultSet([])
@@ -725,3 +728,49 @@ class TestRoundTrips:
         provider.mark_as_done("t", 1)
         assert AsyncResult("t", counted).get(timeout=1) == 1
         assert counter.calls == {"get": 1}
+
+
+class TestNestedGroups:
+    """A group nested in a group (Celery stores these for a chain ending in a group)."""
+
+    def make(self, backend: Backend) -> GroupResult:
+        inner = GroupResult("inner", [AsyncResult("i1", backend), AsyncResult("i2", backend)])
+        return GroupResult("outer", [AsyncResult("t1", backend), inner], backend)
+
+    def test_states_count_the_nested_group_as_one_member(self, backend: Backend) -> None:
+        group = self.make(backend)
+        backend.mark_as_done("t1", 1)
+        backend.mark_as_done("i1", 2)
+        assert (group.ready(), group.completed_count()) == (False, 1)
+        backend.mark_as_done("i2", 3)
+        assert (group.ready(), group.successful(), group.completed_count()) == (True, True, 2)
+        assert [r.id for r in group.leaves()] == ["t1", "i1", "i2"]
+
+    def test_join_returns_nested_values(self, backend: Backend) -> None:
+        group = self.make(backend)
+        for task_id, value in (("t1", 1), ("i1", 2), ("i2", 3)):
+            backend.mark_as_done(task_id, value)
+        assert group.join(timeout=1) == [1, [2, 3]]
+
+    def test_join_propagates_a_nested_failure(self, backend: Backend) -> None:
+        group = self.make(backend)
+        backend.mark_as_done("t1", 1)
+        backend.mark_as_failure("i2", KeyError("deep"))
+        with pytest.raises(KeyError, match="deep"):
+            group.join(timeout=1)
+
+    def test_as_completed_yields_the_nested_group_when_all_its_members_are_done(
+        self, backend: Backend
+    ) -> None:
+        group = self.make(backend)
+        backend.mark_as_done("i1", 2)
+        backend.mark_as_done("i2", 3)
+        backend.mark_as_done("t1", 1)
+        assert [m.id for m in group.as_completed(timeout=1)] == ["t1", "inner"]
+
+    def test_save_and_restore_keep_the_nesting(self, backend: Backend) -> None:
+        group = self.make(backend).save()
+        restored = GroupResult.restore("outer", backend)
+        assert restored == group
+        assert restored is not None
+        assert restored.as_tuple() == group.as_tuple()
