@@ -27,7 +27,7 @@ from .servers import RedisServer
 
 PASSWORD = "s3cret"
 KNOWN_TRANSPORT = "['global_keyprefix', 'master_name', 'retry_policy', 'sentinel_kwargs']"
-RETRY_KEYS = "['interval_max', 'interval_start', 'max_retries']"
+RETRY_KEYS = "['interval_max', 'interval_start', 'interval_step', 'max_retries']"
 
 
 def pool_kwargs(backend: Backend) -> dict[str, Any]:
@@ -655,9 +655,12 @@ class TestRetryPolicy:
                 f"retry_policy must be a dict with keys among {RETRY_KEYS}, got [3]",
             ),
             (
-                {"interval_step": 0.2},
-                f"retry_policy must be a dict with keys among {RETRY_KEYS}, "
-                "got {'interval_step': 0.2}",
+                {"interval_step": -0.2},
+                "retry_policy interval_step must not be negative, got {'interval_step': -0.2}",
+            ),
+            (
+                {"interval_step": "1"},
+                "retry_policy interval_step must be a number of seconds, got '1'",
             ),
             ({"max_retries": -1}, "retry_policy max_retries must be an int >= 0, got -1"),
             ({"max_retries": "3"}, "retry_policy max_retries must be an int >= 0, got '3'"),
@@ -687,6 +690,14 @@ class TestRetryPolicy:
         raised = error_of("redis://h/0", **transport("", retry_policy=policy))
         assert type(raised) is ValueError
         assert str(raised) == message
+
+    def test_celery_interval_step_means_linear_backoff(self) -> None:
+        # Celery's default policy shape: start, start + step, ... capped at interval_max.
+        policy = {"max_retries": 5, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+        with Backend("redis://127.0.0.1:6379/0", options=transport("", retry_policy=policy)) as b:
+            retry = b.plugin.client.get_retry()  # type: ignore[attr-defined]
+        backoff = retry._backoff
+        assert [backoff.compute(n) for n in range(1, 6)] == [0.0, 0.2, 0.4, 0.5, 0.5]
 
     def test_bounded_then_a_clear_error(self) -> None:
         # Nothing listens on port 1: the store is retried max_retries times, then fails.

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
-from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
 from redis.retry import Retry
 from redis.sentinel import Sentinel
 
@@ -33,7 +33,7 @@ _OTHER_OPTIONS = {
     "result_backend_transport_options",
 }
 _TRANSPORT_OPTIONS = {"global_keyprefix", "retry_policy", "master_name", "sentinel_kwargs"}
-_RETRY_KEYS = {"max_retries", "interval_start", "interval_max"}
+_RETRY_KEYS = {"max_retries", "interval_start", "interval_step", "interval_max"}
 _SSL_KEYS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
 _CERT_REQS = {
     "required": "required",
@@ -59,13 +59,25 @@ class RetryPolicy:
     max_retries: int = 3
     interval_start: float = 0.05
     interval_max: float = 1.0
+    # Celery's retry_policy key: with it the waits grow linearly, as in Celery
+    # (start, start + step, ...); without it they double from interval_start.
+    interval_step: float | None = None
 
     def for_redis(self, errors: tuple[type[Exception], ...]) -> Retry:
-        return Retry(
-            ExponentialBackoff(cap=self.interval_max, base=self.interval_start),
-            self.max_retries,
-            supported_errors=errors,
-        )
+        backoff: AbstractBackoff
+        if self.interval_step is None:
+            backoff = ExponentialBackoff(cap=self.interval_max, base=self.interval_start)
+        else:
+            backoff = _LinearBackoff(self.interval_start, self.interval_step, self.interval_max)
+        return Retry(backoff, self.max_retries, supported_errors=errors)
+
+
+class _LinearBackoff(AbstractBackoff):
+    def __init__(self, start: float, step: float, cap: float) -> None:
+        self._start, self._step, self._cap = start, step, cap
+
+    def compute(self, failures: int) -> float:
+        return float(min(self._cap, self._start + self._step * max(0, failures - 1)))
 
 
 @dataclass(frozen=True)
@@ -264,10 +276,14 @@ def _retry_policy(raw: object) -> RetryPolicy:
         raise ValueError(
             f"retry_policy max_retries must be an int >= 0, got {policy.max_retries!r}"
         )
-    for name in ("interval_start", "interval_max"):
+    for name in ("interval_start", "interval_max", "interval_step"):
         value = getattr(policy, name)
+        if name == "interval_step" and value is None:
+            continue
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ValueError(f"retry_policy {name} must be a number of seconds, got {value!r}")
+    if policy.interval_step is not None and policy.interval_step < 0:
+        raise ValueError(f"retry_policy interval_step must not be negative, got {raw!r}")
     if not (0 <= policy.interval_start <= policy.interval_max):
         raise ValueError(f"retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}")
     return policy
