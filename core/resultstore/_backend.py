@@ -195,8 +195,8 @@ class Backend:
     def _start_plugin(self, resolved: _registry.Resolved) -> object:
         try:
             return resolved.factory(self.config)
-        except (PluginValidationError, ValueError, TypeError):
-            raise
+        except (ResultStoreError, ValueError, TypeError, PermissionError):
+            raise  # the plugin's own clear word on the URL, options or rights
         except Exception as exc:
             raise BackendLoadError(
                 f"the plugin for {self.url.masked!r} ({resolved.source}) failed to start: "

@@ -18,7 +18,7 @@ import threading
 import time
 import warnings
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from functools import partial
 from typing import Any, ClassVar
 
@@ -40,16 +40,9 @@ from resultstore import _backend as backend_module
 from resultstore._waiting import Waiter
 from resultstore_memory import MemoryBackend
 
-DEADLINE = 5.0  # how long any step may take before the test fails (never reached when green)
+from ..threads import DEADLINE, Worker, wait_until
+
 WAKE_BOUND = 0.05  # generous bound on a wake-up
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.0005)
 
 
 def store_when_waiting(
@@ -61,33 +54,6 @@ def store_when_waiting(
         provider.mark_as_failure(task_id, KeyError("k"))
     else:
         provider.mark_as_done(task_id, 1)
-
-
-class Worker(threading.Thread):
-    """Runs ``fn`` in a thread, keeping its value or exception and when it returned."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.returned_at = 0.0
-
-    def run(self) -> None:
-        try:
-            self.value = self.fn()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.returned_at = time.perf_counter()
-
-    def finish(self) -> Any:
-        self.join(DEADLINE)
-        assert not self.is_alive(), "the worker thread did not finish"
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        return self.value
 
 
 def live_waiters() -> int:
@@ -158,7 +124,7 @@ class TestPushWake:
                 lambda t=task_id: backend.waiting_ids() == {t}, f"a waiter is blocked on {task_id}"
             )
             assert backend.plugin.subscribed_ids() == {task_id}  # type: ignore[attr-defined]
-            stored_at = time.perf_counter()
+            stored_at = time.monotonic()
             assert provider.mark_as_done(task_id, {"n": i}) is True
             assert worker.finish() == {"n": i}
             latencies.append(worker.returned_at - stored_at)
@@ -444,7 +410,7 @@ class TestClose:
         worker = Worker(partial(AsyncResult("t", consumer).get, timeout=1.5))
         worker.start()
         wait_until(lambda: consumer.waiting_ids() == {"t"}, "a waiter is blocked on t")
-        closed_at = time.perf_counter()
+        closed_at = time.monotonic()
         consumer.close()
         worker.join(DEADLINE)
         assert not worker.is_alive()
@@ -527,7 +493,7 @@ class TestManyWaiters:
         assert backend.plugin.subscribed_ids() == {*ids, "shared"}  # type: ignore[attr-defined]
         assert len(backend.plugin._channels) == 1  # type: ignore[attr-defined]
         assert provider.plugin._channels == []  # type: ignore[attr-defined]
-        stored_at = time.perf_counter()
+        stored_at = time.monotonic()
         provider.mark_as_done("shared", "S")
         for i, task_id in enumerate(ids):
             provider.mark_as_done(task_id, i)
@@ -611,7 +577,7 @@ class TestPolling:
             worker = Worker(partial(AsyncResult(task_id, consumer).get, timeout=DEADLINE))
             worker.start()
             assert plugin.polled.wait(DEADLINE)
-            stored_at = time.perf_counter()
+            stored_at = time.monotonic()
             producer.mark_as_done(task_id, i)
             assert worker.finish() == i
             latencies.append(worker.returned_at - stored_at)
@@ -625,7 +591,7 @@ class TestPolling:
         worker = Worker(partial(AsyncResult("t", consumer).get, timeout=DEADLINE, interval=0.01))
         worker.start()
         wait_until(lambda: plugin.reads >= 12, "the poller has backed off to its interval")
-        stored_at = time.perf_counter()
+        stored_at = time.monotonic()
         producer.mark_as_done("t", 1)
         assert worker.finish() == 1
         latency = worker.returned_at - stored_at

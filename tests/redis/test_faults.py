@@ -24,53 +24,12 @@ from resultstore._waiting import Waiter
 from resultstore_redis import RedisBackend
 from resultstore_redis._channel import RedisChannel
 
+from ..threads import DEADLINE, Worker, wait_until
 from .servers import RedisServer
 
-DEADLINE = 10.0  # how long any step may take before the test fails (never reached when green)
 WAIT_TIMEOUT = 15.0  # the waiters' own timeout in the restart tests
 # Small and bounded, so that a store or read against a dead server gives up quickly.
 FAST_RETRIES = {"max_retries": 2, "interval_start": 0.05, "interval_max": 0.1}
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.002)
-
-
-class Worker(threading.Thread):
-    """Runs ``fn`` in a thread, keeping its value or exception and when it started/returned."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.started_at = 0.0
-        self.returned_at = 0.0
-
-    def run(self) -> None:
-        self.started_at = time.monotonic()
-        try:
-            self.value = self.fn()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.returned_at = time.monotonic()
-
-    @property
-    def elapsed(self) -> float:
-        return self.returned_at - self.started_at
-
-    def finish(self, timeout: float = DEADLINE) -> Any:
-        self.join(timeout)
-        assert not self.is_alive(), "the worker thread did not finish"
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        return self.value
 
 
 def waiting(backend: Backend, task_id: str, timeout: float) -> Worker:

@@ -15,7 +15,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
 
@@ -28,45 +28,8 @@ from resultstore._waiting import Waiter
 from resultstore_redis import RedisBackend
 from resultstore_redis._channel import RedisChannel
 
+from ..threads import DEADLINE, Worker, wait_until
 from .conftest import transport
-
-DEADLINE = 10.0  # how long any step may take before the test fails (never reached when green)
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = DEADLINE) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(0.001)
-
-
-class Worker(threading.Thread):
-    """Runs ``fn`` in a thread, keeping its value or exception and when it returned."""
-
-    def __init__(self, fn: Callable[[], Any]) -> None:
-        super().__init__(daemon=True)
-        self.fn = fn
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.returned_at = 0.0
-
-    def run(self) -> None:
-        try:
-            self.value = self.fn()
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.returned_at = time.perf_counter()
-
-    def finish(self, timeout: float = DEADLINE) -> Any:
-        self.join(timeout)
-        assert not self.is_alive(), "the worker thread did not finish"
-        if self.error is not None:
-            error, self.error = self.error, None
-            raise error
-        return self.value
-
 
 # --- the server's view -------------------------------------------------------------------
 
@@ -189,11 +152,11 @@ def test_ten_thousand_timed_out_waits_leave_nothing(
         backend.wait_for("warm-up", timeout=0.0005)  # opens the channel and its listener
     threads = threading.active_count()
     ids = [f"leak-{i}" for i in range(TIMED_OUT_WAITS)]
-    started = time.perf_counter()
+    started = time.monotonic()
     for task_id in ids:
         with pytest.raises(resultstore.TimeoutError):
             AsyncResult(task_id, backend).get(timeout=0.0005)
-    elapsed = time.perf_counter() - started
+    elapsed = time.monotonic() - started
     print(
         f"\n{TIMED_OUT_WAITS} timed-out waits in {elapsed:.2f} s "
         f"({elapsed / TIMED_OUT_WAITS * 1e6:.0f} us each)"
@@ -237,11 +200,11 @@ def test_a_thousand_threads_share_one_subscriber_and_all_wake(
     assert len(the_channel(backend).subscribed_ids()) == THREADS
     assert not any(w.returned_at for w in workers), "a waiter returned before its result"
 
-    started = time.perf_counter()
+    started = time.monotonic()
     for i, task_id in enumerate(ids):
         provider.mark_as_done(task_id, i)
-        stored_at[task_id] = time.perf_counter()
-    stored = time.perf_counter()
+        stored_at[task_id] = time.monotonic()
+    stored = time.monotonic()
     values = [w.finish() for w in workers]
     assert values == list(range(THREADS))
     last = max(w.returned_at for w in workers)

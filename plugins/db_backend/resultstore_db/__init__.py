@@ -11,9 +11,9 @@ statement), and push waits through LISTEN on PostgreSQL. Expiry is
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -25,15 +25,23 @@ from resultstore import (
     Capability,
     GroupMeta,
     OnChange,
+    ResultStoreError,
     TaskMeta,
     hookimpl,
 )
 
 from . import _engine
-from ._listen import ListenChannel
 from ._schema import Tables, make_tables
 
-__all__ = ["DatabaseBackend", "create_tables"]
+if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
+    from ._listen import ListenChannel
+
+__all__ = ["DatabaseBackend", "MissingTablesError", "create_tables"]
+
+
+class MissingTablesError(ResultStoreError):
+    """The result tables are not there (``database_create_tables_at_setup=False``)."""
+
 
 _OPTIONS = {
     "database_engine_options",
@@ -44,6 +52,11 @@ _OPTIONS = {
     "database_short_lived_sessions",  # Celery's; engines here are pooled either way
 }
 _READY = sorted(READY_STATES)
+# The columns a store writes (all of Celery's but the id and stamps).
+_STORED = (
+    "task_id", "status", "result", "date_done", "traceback", "children",
+    "name", "args", "kwargs", "worker", "retries", "queue",
+)  # fmt: skip
 CLEANUP_BATCH = 1000
 _IN_CHUNK = 500  # ids per IN (...) list on engines without arrays
 
@@ -85,6 +98,9 @@ class DatabaseBackend:
             caps.add(Capability.PUSH)
         self.capabilities = frozenset(caps)
         self._channels: list[ListenChannel] = []
+        self._upserts: dict[bool, Any] = {}
+        task = self.tables.task
+        self._select_one = sa.select(task).where(task.c.task_id == sa.bindparam("task_id"))
         if create:
             self.create_tables()
 
@@ -94,27 +110,59 @@ class DatabaseBackend:
     def engine(self) -> Engine:
         return _engine.engine_for(self.url, self.engine_options)
 
-    def _run(self, what: str, fn: Any) -> Any:
-        """Run ``fn(connection)`` in one transaction, retrying transient errors."""
+    def _run(self, what: str, fn: Any, *, one_statement: bool = False) -> Any:
+        """Run ``fn(connection)`` in one transaction, retrying transient errors.
+
+        ``one_statement``: ``fn`` runs a single statement, atomic by itself; where
+        autocommit is free (PostgreSQL, SQLite) it skips BEGIN and COMMIT, two of
+        the three round trips of a read or a store.
+        """
 
         def attempt() -> Any:
+            if one_statement and self.dialect in ("postgresql", "sqlite"):
+                with _engine.autocommit(self.engine).connect() as conn:
+                    return fn(conn)
             with self.engine.begin() as conn:
                 return fn(conn)
 
-        return self.retry.run(what, self.where, attempt)
+        return self.retry.run(what, self.where, lambda: self._tables_checked(attempt))
+
+    def _tables_checked(self, attempt: Callable[[], Any]) -> Any:
+        # A missing table is no transient error (SQLite reports it as an
+        # OperationalError, which was retried and then blamed on the connection);
+        # say which tables and how to create them.
+        try:
+            return attempt()
+        except sa.exc.DBAPIError as exc:
+            if not _missing_table(exc):
+                raise
+            names = ", ".join(t.fullname for t in self.tables.metadata.sorted_tables)
+            raise MissingTablesError(
+                f"the result tables ({names}) are missing on {self.where}: "
+                f"{_first_line(exc)}; create them with "
+                "resultstore_db.create_tables(url), or leave database_create_tables_at_setup "
+                "at True"
+            ) from exc
 
     def create_tables(self) -> None:
         """Create the tables (and sequences) that are missing; a clear error without the right."""
-        try:
-            self.retry.run(
-                "creating tables", self.where, lambda: self.tables.metadata.create_all(self.engine)
-            )
-        except sa.exc.ProgrammingError as exc:
-            raise PermissionError(
-                f"cannot create the result tables on {self.where}: {str(exc.orig).strip()}; "
-                "create them as a user with the right (resultstore_db.create_tables(url)) "
-                "and set database_create_tables_at_setup=False"
-            ) from exc
+
+        def create() -> None:
+            # Inside the retried call: MySQL/MariaDB report a denied CREATE as an
+            # OperationalError, which the retry policy takes for a lost connection.
+            try:
+                self.tables.metadata.create_all(self.engine)
+            except sa.exc.DBAPIError as exc:
+                if not _denied(exc):
+                    raise
+                raise PermissionError(
+                    f"cannot create the result tables on {self.where}: "
+                    f"{_first_line(exc)}; create them as a user with "
+                    "the right (resultstore_db.create_tables(url)) and set "
+                    "database_create_tables_at_setup=False"
+                ) from exc
+
+        self.retry.run("creating tables", self.where, create)
 
     # --- rows <-> metas --------------------------------------------------------------------
 
@@ -165,30 +213,72 @@ class DatabaseBackend:
     @hookimpl
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
         values = self._row_values(meta)
-        task = self.tables.task
-        keep_ready = None if overwrite else task.c.status.notin_(_READY)
+        attempts = 0
 
         def store(conn: Connection) -> bool:
+            nonlocal attempts
+            attempts += 1
             if self.dialect in ("postgresql", "sqlite"):
-                insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-                stmt = (
-                    insert(task)
-                    .values(task_id=meta.task_id, **values)
-                    .on_conflict_do_update(
-                        index_elements=[task.c.task_id], set_=values, where=keep_ready
-                    )
-                    .returning(task.c.task_id)
-                )
-                if self.dialect == "postgresql":
-                    # The notification is part of the same statement and transaction:
-                    # sent on commit, and only when the row was written.
-                    written = stmt.cte("written")
-                    notify = sa.func.pg_notify(task.name, written.c.task_id)
-                    return conn.execute(sa.select(notify)).first() is not None
-                return conn.execute(stmt).first() is not None
-            return self._store_generic(conn, meta.task_id, values, keep_ready)
+                params = {"task_id": meta.task_id, **values}
+                written = conn.execute(self._upsert(overwrite), params).first() is not None
+            else:
+                keep_ready = None if overwrite else self.tables.task.c.status.notin_(_READY)
+                written = self._store_generic(conn, meta.task_id, values, keep_ready)
+            if not written and attempts > 1:
+                # A retry after the connection died in COMMIT (server killed or
+                # restarted): that commit may have gone through with only its reply
+                # lost, and then the ready row blocking this attempt is our own write,
+                # not a duplicate's. Reporting False would tell the caller otherwise.
+                return self._holds(conn, meta.task_id, values)
+            return written
 
-        return bool(self._run(f"storing task {meta.task_id!r}", store))
+        return bool(
+            self._run(
+                f"storing task {meta.task_id!r}",
+                store,
+                one_statement=self.dialect in ("postgresql", "sqlite"),
+            )
+        )
+
+    def _holds(self, conn: Connection, task_id: str, values: dict[str, Any]) -> bool:
+        """Whether the row of ``task_id`` holds the state, result and traceback of ``values``."""
+        task = self.tables.task
+        row = conn.execute(
+            sa.select(task.c.status, task.c.result, task.c.traceback).where(
+                task.c.task_id == task_id
+            )
+        ).first()
+        return row is not None and (row.status, row.result, row.traceback) == (
+            values["status"],
+            values["result"],
+            values["traceback"],
+        )
+
+    def _upsert(self, overwrite: bool) -> Any:
+        """The store statement on PostgreSQL and SQLite, built once; only parameters vary.
+
+        (Building it per call cost SQLAlchemy more than the server's upsert did.)
+        """
+        stmt = self._upserts.get(overwrite)
+        if stmt is not None:
+            return stmt
+        task = self.tables.task
+        insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        row = insert(task).values(
+            {name: sa.bindparam(name, type_=task.c[name].type) for name in _STORED}
+        )
+        stmt = row.on_conflict_do_update(
+            index_elements=[task.c.task_id],
+            set_={name: row.excluded[name] for name in _STORED if name != "task_id"},
+            where=None if overwrite else task.c.status.notin_(_READY),
+        ).returning(task.c.task_id)
+        if self.dialect == "postgresql":
+            # The notification is part of the same statement and transaction: sent
+            # on commit, and only when the row was written.
+            written = stmt.cte("written")
+            stmt = sa.select(sa.func.pg_notify(task.name, written.c.task_id))
+        self._upserts[overwrite] = stmt
+        return stmt
 
     def _store_generic(
         self, conn: Connection, task_id: str, values: dict[str, Any], keep_ready: Any
@@ -223,10 +313,10 @@ class DatabaseBackend:
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
-        task = self.tables.task
         row = self._run(
             f"reading task {task_id!r}",
-            lambda conn: conn.execute(sa.select(task).where(task.c.task_id == task_id)).first(),
+            lambda conn: conn.execute(self._select_one, {"task_id": task_id}).first(),
+            one_statement=True,
         )
         return None if row is None else self._meta(row)
 
@@ -245,7 +335,7 @@ class DatabaseBackend:
                 rows += conn.execute(sa.select(task).where(task.c.task_id.in_(chunk))).all()
             return rows
 
-        rows = self._run(f"reading {len(task_ids)} tasks", read)
+        rows = self._run(f"reading {len(task_ids)} tasks", read, one_statement=True)
         return {row.task_id: self._meta(row) for row in rows}
 
     @hookimpl
@@ -319,7 +409,11 @@ class DatabaseBackend:
             revoked.c.task_id == task_id,
             sa.or_(revoked.c.expires_at.is_(None), revoked.c.expires_at > now),
         )
-        return bool(self._run("reading revocations", lambda conn: conn.execute(query).first()))
+        return bool(
+            self._run(
+                "reading revocations", lambda conn: conn.execute(query).first(), one_statement=True
+            )
+        )
 
     @hookimpl
     def cleanup(self) -> int:
@@ -352,12 +446,18 @@ class DatabaseBackend:
 
     @hookimpl
     def notify(self, on_change: OnChange) -> ListenChannel:
+        from ._listen import ListenChannel  # not at import: SQLite/MariaDB need no psycopg
+
         conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        channel = ListenChannel(
-            conninfo,
-            self.tables.task.name,
-            on_change,
-            name=f"resultstore-db-listener {self.where}",
+        channel = self.retry.run(
+            "opening the LISTEN channel",
+            self.where,
+            lambda: ListenChannel(
+                conninfo,
+                self.tables.task.name,
+                on_change,
+                name=f"resultstore-db-listener {self.where}",
+            ),
         )
         self._channels.append(channel)
         return channel
@@ -373,11 +473,55 @@ class DatabaseBackend:
 
 
 def create_tables(url: str, **options: Any) -> None:
-    """Create resultstore's (Celery's) tables ahead of time, e.g. as a privileged user."""
-    from resultstore import Backend
+    """Create resultstore's (Celery's) tables ahead of time, e.g. as a privileged user.
 
-    with Backend(url, options={**options, "database_create_tables_at_setup": True}):
-        pass
+    Raises :class:`PermissionError` (naming the masked URL) when the user lacks the right.
+    """
+    from resultstore import Backend, BackendLoadError
+
+    try:
+        with Backend(url, options={**options, "database_create_tables_at_setup": True}):
+            pass
+    except BackendLoadError as exc:
+        # The core wraps whatever a plugin raises while starting; this function's
+        # caller asked for the tables, so hand it the plugin's own PermissionError.
+        if isinstance(exc.__cause__, PermissionError):
+            raise exc.__cause__ from exc.__cause__.__cause__
+        raise
+
+
+def _first_line(exc: sa.exc.DBAPIError) -> str:
+    """The driver's message without SQLAlchemy's SQL echo (PostgreSQL adds LINE ... lines)."""
+    lines = str(exc.orig).strip().splitlines()
+    return lines[0] if lines else type(exc.orig).__name__
+
+
+def _sqlstate(exc: sa.exc.DBAPIError) -> str | None:
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+
+
+def _errno(exc: sa.exc.DBAPIError) -> object:
+    args = getattr(exc.orig, "args", ())
+    return args[0] if args else None
+
+
+def _missing_table(exc: sa.exc.DBAPIError) -> bool:
+    """Undefined table or sequence: PostgreSQL 42P01, MySQL/MariaDB 1146, SQLite's text."""
+    return (
+        _sqlstate(exc) == "42P01"
+        or _errno(exc) == 1146
+        or str(exc.orig).startswith("no such table")
+    )
+
+
+def _denied(exc: sa.exc.DBAPIError) -> bool:
+    """No right to create: PostgreSQL 42501, MySQL/MariaDB 1044/1142, a read-only SQLite."""
+    return (
+        _sqlstate(exc) == "42501"
+        or _errno(exc) in (1044, 1142)
+        or "readonly database" in str(exc.orig)
+    )
 
 
 def _mapping(options: Mapping[str, Any], name: str) -> dict[str, Any]:

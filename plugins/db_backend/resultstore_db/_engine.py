@@ -51,10 +51,23 @@ def engine_for(url: sa.URL, options: Mapping[str, Any]) -> Engine:
         return engine
 
 
+_autocommit: dict[int, Engine] = {}
+
+
+def autocommit(engine: Engine) -> Engine:
+    """The same pool, handing out connections in autocommit (cached: one per engine)."""
+    view = _autocommit.get(id(engine))
+    if view is None:
+        view = _autocommit[id(engine)] = engine.execution_options(isolation_level="AUTOCOMMIT")
+    return view
+
+
 def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True, **options}
     if url.get_backend_name() == "sqlite":
-        kwargs.setdefault("connect_args", {}).setdefault("timeout", 30)  # busy wait, seconds
+        # Busy wait, seconds: each retry of the policy waits this long again, so
+        # keep it short enough that a locked file fails within seconds, not minutes.
+        kwargs.setdefault("connect_args", {}).setdefault("timeout", 5)
         if url.database in (None, "", ":memory:"):
             # One in-memory database shared by every thread, instead of one per connection.
             kwargs.setdefault("poolclass", StaticPool)

@@ -12,10 +12,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Collection
 from typing import Any
 
 import psycopg
+import sqlalchemy as sa
 
 from resultstore import OnChange
 
@@ -23,6 +25,7 @@ log = logging.getLogger("resultstore.db")
 
 _POLL = 0.5  # how often the listener looks at its stop flag while idle
 _MAX_BACKOFF = 1.0
+_PING_EVERY = 25.0  # seconds of quiet after which the listener checks its connection
 
 
 class ListenChannel:
@@ -33,7 +36,13 @@ class ListenChannel:
         self._ids: set[str] = set()
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._conn: Any = self._listen()  # raises if the server is unreachable now
+        try:
+            self._conn: Any = self._listen()
+        except psycopg.OperationalError as exc:
+            # Unreachable now: raised as SQLAlchemy's error, so that the backend's
+            # RetryPolicy retries it like any engine error and then names the masked
+            # URL in BackendUnavailable, instead of a raw driver error reaching a waiter.
+            raise sa.exc.OperationalError(f'LISTEN "{channel}"', None, exc) from exc
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
@@ -55,11 +64,16 @@ class ListenChannel:
 
     def _listen(self) -> Any:
         conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
-        conn.execute(f'LISTEN "{self._channel}"')
+        try:
+            conn.execute(f'LISTEN "{self._channel}"')
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _run(self) -> None:
         backoff = 0.05
+        next_ping = time.monotonic() + _PING_EVERY
         while not self._stop.is_set():
             try:
                 if self._conn is None:
@@ -72,6 +86,11 @@ class ListenChannel:
                         wanted = note.payload in self._ids
                     if wanted:
                         self._on_change(note.payload, None)
+                if time.monotonic() >= next_ping:
+                    # A connection dropped without a reset (a dead peer, a NAT) sends
+                    # no error; a query on it does.
+                    self._conn.execute("SELECT 1")
+                    next_ping = time.monotonic() + _PING_EVERY
             except psycopg.Error as exc:
                 if self._stop.is_set():
                     break

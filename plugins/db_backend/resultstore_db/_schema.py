@@ -25,10 +25,21 @@ class Tables:
 def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
     """``names`` / ``schemas``: Celery's ``database_table_names`` / ``database_table_schemas``."""
     metadata = sa.MetaData()
+    # The id sequences live in their table's schema, where Celery's ``configure()``
+    # puts them: with the sequence in the default schema, Celery could not insert
+    # into tables created here (relation "s1.task_id_sequence" does not exist), nor
+    # could we into tables Celery created.
+    task_schema, group_schema = schemas.get("task"), schemas.get("group")
     task = sa.Table(
         names.get("task", "celery_taskmeta"),
         metadata,
-        sa.Column("id", _ID, sa.Sequence("task_id_sequence"), primary_key=True, autoincrement=True),
+        sa.Column(
+            "id",
+            _ID,
+            sa.Sequence("task_id_sequence", schema=task_schema),
+            primary_key=True,
+            autoincrement=True,
+        ),
         sa.Column("task_id", sa.String(155), unique=True),
         sa.Column("status", sa.String(50)),
         sa.Column("result", sa.LargeBinary, nullable=True),
@@ -43,19 +54,23 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
         sa.Column("retries", sa.Integer, nullable=True),
         sa.Column("queue", sa.String(155), nullable=True),
         sa.Column("stamps", sa.LargeBinary, nullable=True),
-        schema=schemas.get("task"),
+        schema=task_schema,
         sqlite_autoincrement=True,
     )
     group = sa.Table(
         names.get("group", "celery_tasksetmeta"),
         metadata,
         sa.Column(
-            "id", _ID, sa.Sequence("taskset_id_sequence"), primary_key=True, autoincrement=True
+            "id",
+            _ID,
+            sa.Sequence("taskset_id_sequence", schema=group_schema),
+            primary_key=True,
+            autoincrement=True,
         ),
         sa.Column("taskset_id", sa.String(155), unique=True),
         sa.Column("result", sa.LargeBinary, nullable=True),
         sa.Column("date_done", _DATE, nullable=True, index=True),
-        schema=schemas.get("group"),
+        schema=group_schema,
         sqlite_autoincrement=True,
     )
     # Not Celery's: revocations (Celery keeps them in worker memory). Celery ignores it.
@@ -64,6 +79,6 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
         metadata,
         sa.Column("task_id", sa.String(155), primary_key=True),
         sa.Column("expires_at", _DATE, nullable=True, index=True),
-        schema=schemas.get("task"),
+        schema=task_schema,
     )
     return Tables(metadata, task, group, revoked)
