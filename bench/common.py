@@ -52,9 +52,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-def table(rows: list[Row]) -> str:
+def table(rows: list[Row], subject: str = "resultstore") -> str:
     lines = [
-        "| scenario | resultstore | raw driver | ratio (median, min-max) |",
+        f"| scenario | {subject} | raw driver | ratio (median, min-max) |",
         "|---|---|---|---|",
     ]
     for r in rows:

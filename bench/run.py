@@ -16,99 +16,23 @@ import json
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+import celery
 import redis
+from celery_bench import celery_redis_rows, celery_sql_rows
 from common import LARGE, SMALL, Row, meta_json, percentile, rate, table
 from sql_bench import sql_rows
+from waits import wait_latencies
 
 import resultstore
 from resultstore import AsyncResult, Backend, GroupResult
 
 HERE = Path(__file__).resolve().parent
-# --- wait latency: another process stores, this one waits --------------------------------
-
-STORER = """
-import json, sys, time
-import redis
-from resultstore import Backend
-mode, url = sys.argv[1], sys.argv[2]
-client = redis.Redis.from_url(url)
-backend = Backend(url)
-for line in sys.stdin:
-    key, task_id = line.split()
-    started = time.monotonic()
-    if mode == "ours":
-        backend.mark_as_done(task_id, 1)
-    else:
-        client.publish(key, b"1")
-    print(started, flush=True)
-"""
-
-
-def wait_latencies(url: str, mode: str, n: int) -> list[float]:
-    storer = subprocess.Popen(
-        [sys.executable, "-c", STORER, mode, url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert storer.stdin is not None
-    assert storer.stdout is not None
-    latencies = []
-    with Backend(url) as backend:
-        client = redis.Redis.from_url(url)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
-        for _ in range(n):
-            task_id = uuid.uuid4().hex
-            key = f"celery-task-meta-{task_id}"
-            woke: list[float] = []
-            if mode == "ours":
-
-                def wait(t: str = task_id) -> None:
-                    backend.wait_for(t, timeout=10)
-                    woke.append(time.monotonic())
-
-                waiter = threading.Thread(target=wait)
-                waiter.start()
-                while task_id not in backend.plugin.subscribed_ids():
-                    time.sleep(0.0005)
-            else:
-                pubsub.subscribe(key)
-                pubsub.get_message(timeout=1)  # the confirmation, before the store is asked for
-
-                def listen() -> None:
-                    while pubsub.get_message(timeout=10) is None:
-                        pass
-                    woke.append(time.monotonic())
-
-                waiter = threading.Thread(target=listen)
-                waiter.start()
-            time.sleep(0.002)  # let the waiter block before the store is asked for
-            storer.stdin.write(f"{key} {task_id}\n")
-            storer.stdin.flush()
-            started = float(storer.stdout.readline())
-            waiter.join(10)
-            latencies.append(woke[0] - started)
-            if mode == "raw":
-                pubsub.unsubscribe(key)
-                pubsub.get_message(timeout=1)
-            else:
-                backend.forget(task_id)
-        pubsub.close()
-        client.close()
-    storer.stdin.close()
-    storer.wait(10)
-    return latencies
-
-
 # --- scenarios ------------------------------------------------------------------------------
 
 
@@ -157,7 +81,9 @@ def redis_rows(url: str, repeat: int, n: int, waits: int) -> list[Row]:
                 client.delete(*keys[chunk : chunk + 500])
 
     for _ in range(repeat):
-        ours, raw = wait_latencies(url, "ours", waits), wait_latencies(url, "raw", waits)
+        with Backend(url) as waiting:
+            ours = wait_latencies(url, lambda t: waiting.wait_for(t, timeout=10), waits)
+        raw = wait_latencies(url, None, waits)
         row("wait latency p50", "ms", higher=False).ours.append(statistics.median(ours) * 1000)
         rows["wait latency p50"].raw.append(statistics.median(raw) * 1000)
         row("wait latency p99", "ms", higher=False).ours.append(percentile(ours, 0.99) * 1000)
@@ -216,7 +142,14 @@ def main() -> None:
         "database": database,
     }
     rows += sql_rows("MariaDB", f"db+mysql://{args.mysql}", "mysql", json.dumps(mysql), *sizes)
-    out = table(rows)
+    # What a user would pick instead, against the same raw baselines.
+    theirs = celery_redis_rows(args.redis, *sizes)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = f"{tmp}/celery.db"
+        Backend(f"db+sqlite:///{path}").close()  # the same tables, for the raw baseline
+        theirs += celery_sql_rows("SQLite", f"db+sqlite:///{path}", "sqlite", path, *sizes[:2])
+    theirs += celery_sql_rows("PostgreSQL", f"db+{pg}", "postgresql", pg, *sizes[:2])
+    out = f"{table(rows)}\n\n{table(theirs, f'Celery {celery.__version__}')}"
     print(out)
     if args.write:
         info = (

@@ -24,13 +24,21 @@ def test_bench_smoke(redis_url: str) -> None:
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "| scenario | resultstore | raw driver | ratio (median, min-max) |"
-    scenarios = [line.split(" | ")[0].lstrip("| ") for line in lines[2:]]
+    celery_header = [line for line in lines if line.startswith("| scenario | Celery ")]
+    assert len(celery_header) == 1
+    scenarios = [
+        line.split(" | ")[0].lstrip("| ")
+        for line in lines
+        if line.startswith("| ") and not line.startswith("| scenario")
+    ]
     for expected in (
         "store one at a time, small",
         "wait latency p50 (lower is better)",
         "SQLite: join of 100 done, large (lower is better)",
         "PostgreSQL: wait latency p50 (lower is better)",
         "MariaDB: get_many of 100, small",
+        "Celery on Redis: wait latency p50 (lower is better)",
+        "Celery on PostgreSQL: store one at a time, small",
     ):
         assert expected in scenarios
-    assert len(scenarios) == 40
+    assert len(scenarios) == 49
