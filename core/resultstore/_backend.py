@@ -6,7 +6,7 @@ import os
 import time
 import traceback as tb_module
 import weakref
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
@@ -15,11 +15,9 @@ import pluggy
 from . import _hookspecs, _registry
 from ._errors import (
     BackendLoadError,
-    BackendUnavailable,
     PluginValidationError,
     ResultStoreError,
     TaskRevokedError,
-    TimeoutError,
     UnsupportedOperation,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
@@ -35,7 +33,6 @@ from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
     EXCEPTION_STATES,
     FAILURE,
-    PENDING,
     READY_STATES,
     RETRY,
     REVOKED,
@@ -43,7 +40,8 @@ from ._states import (
     SUCCESS,
 )
 from ._url import URL
-from ._waiting import Waiter, WaitHub
+from ._wait import Progress, ReadyIterator, poll_wait, push_wait
+from ._waiting import WaitHub
 
 if TYPE_CHECKING:
     from ._result import GroupResult
@@ -51,8 +49,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = "memory://"
 DEFAULT_EXPIRES = 86400.0  # Celery's result_expires: one day
 MAX_TASK_ID_LENGTH = 155  # Celery's task_id column, so ids stay portable across engines
-# Polling (plugins without push) starts fast and backs off to the caller's interval.
-FIRST_POLL_DELAY = 0.001
+# Polling (plugins without push) backs off from 1 ms to the caller's interval.
 DEFAULT_INTERVAL = 0.1
 
 
@@ -483,7 +480,7 @@ class Backend:
         timeout: float | None = None,
         interval: float = DEFAULT_INTERVAL,
         on_message: Callable[[TaskMeta], None] | None = None,
-    ) -> _ReadyIterator:
+    ) -> ReadyIterator:
         """Yield the metas of ``task_ids`` as each becomes ready (use as a context manager).
 
         Push plugins wake the wait; others are polled from 1 ms backing off to
@@ -498,106 +495,12 @@ class Backend:
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
+        progress = Progress(ids, timeout, on_message)
         if Capability.PUSH in self.capabilities:
-            gen = self._push_wait(ids, deadline, timeout, on_message)
+            gen = push_wait(self._hub, self._read, repr(self), progress, deadline)
         else:
-            gen = self._poll_wait(ids, deadline, timeout, float(interval), on_message)
-        return _ReadyIterator(gen)
-
-    def _push_wait(
-        self,
-        ids: list[str],
-        deadline: float | None,
-        timeout: float | None,
-        on_message: Callable[[TaskMeta], None] | None,
-    ) -> Iterator[TaskMeta]:
-        pending = dict.fromkeys(ids)
-        seen: dict[str, TaskMeta] = {}
-        # What is ready already needs no subscription: one read, then subscribe the rest.
-        yield from self._settle(pending, self._read(ids), seen, on_message)
-        if not pending:
-            return
-        waiter = Waiter()
-        self._hub.add(waiter, list(pending))
-        try:
-            # Subscribed first, read again: a result stored before the subscription
-            # took effect is found by this read, one stored after it wakes the waiter.
-            found: Mapping[str, TaskMeta | None] = self._read(list(pending))
-            while True:
-                for meta in self._settle(pending, found, seen, on_message):
-                    self._hub.remove(waiter, [meta.task_id])
-                    yield meta
-                if not pending:
-                    return
-                remaining = _remaining(deadline)
-                if remaining is not None and remaining <= 0:
-                    # A last read at the deadline: a notification lost on the way
-                    # (a reconnect) must not turn a stored result into a timeout.
-                    # If the engine is unreachable for it, the deadline has still
-                    # passed: the wait ends with its timeout error (the cause chained),
-                    # not with the read's error after the plugin's retries.
-                    try:
-                        last = self._read(list(pending))
-                    except BackendUnavailable as exc:
-                        raise _timeout(pending, seen, timeout) from exc
-                    yield from self._settle(pending, last, seen, on_message)
-                    if pending:
-                        raise _timeout(pending, seen, timeout)
-                    return
-                changed = waiter.wait(remaining)
-                if waiter.closed:
-                    raise ResultStoreError(f"{self!r} was closed while waiting for {list(pending)}")
-                unknown = [t for t, m in changed.items() if m is None and t in pending]
-                try:
-                    reread = self._read(unknown)
-                except BackendUnavailable:
-                    # A wake-up is a hint, and the engine may go away again right
-                    # after it (a re-check after a reconnect): that must not end a
-                    # wait before its deadline. The channel re-checks after its next
-                    # reconnect, and the read at the deadline is the backstop.
-                    reread = {}
-                found = {**{t: m for t, m in changed.items() if m is not None}, **reread}
-        finally:
-            self._hub.remove(waiter, pending)
-
-    def _poll_wait(
-        self,
-        ids: list[str],
-        deadline: float | None,
-        timeout: float | None,
-        interval: float,
-        on_message: Callable[[TaskMeta], None] | None,
-    ) -> Iterator[TaskMeta]:
-        pending = dict.fromkeys(ids)
-        seen: dict[str, TaskMeta] = {}
-        delay = FIRST_POLL_DELAY
-        while True:
-            yield from self._settle(pending, self._read(list(pending)), seen, on_message)
-            if not pending:
-                return
-            remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                raise _timeout(pending, seen, timeout)
-            time.sleep(delay if remaining is None else min(delay, remaining))
-            delay = min(delay * 2, interval)
-
-    @staticmethod
-    def _settle(
-        pending: dict[str, None],
-        found: Mapping[str, TaskMeta | None],
-        seen: dict[str, TaskMeta],
-        on_message: Callable[[TaskMeta], None] | None,
-    ) -> Iterator[TaskMeta]:
-        """Yield the ready ones among ``found`` (dropping them from ``pending``)."""
-        for task_id, meta in found.items():
-            if meta is None or task_id not in pending or seen.get(task_id) == meta:
-                continue
-            seen[task_id] = meta
-            if on_message is not None:
-                on_message(meta)
-            if meta.ready:
-                del pending[task_id]
-                yield meta
+            gen = poll_wait(self._read, progress, deadline, float(interval))
+        return ReadyIterator(gen)
 
     def waiting_ids(self) -> frozenset[str]:
         """Ids that some thread in this process is waiting on through push now."""
@@ -615,40 +518,3 @@ def _reset_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_reset_after_fork)
-
-
-class _ReadyIterator:
-    """An iterator that also closes the wait (and its subscriptions) on ``with`` exit."""
-
-    def __init__(self, gen: Iterator[TaskMeta]) -> None:
-        self._gen = gen
-
-    def __iter__(self) -> _ReadyIterator:
-        return self
-
-    def __next__(self) -> TaskMeta:
-        return next(self._gen)
-
-    def close(self) -> None:
-        self._gen.close()  # type: ignore[attr-defined]
-
-    def __enter__(self) -> _ReadyIterator:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
-
-
-def _timeout(
-    pending: Mapping[str, None], seen: Mapping[str, TaskMeta], timeout: float | None
-) -> TimeoutError:
-    ids = list(pending)
-    if len(ids) == 1:
-        state = seen[ids[0]].status if ids[0] in seen else PENDING
-        return TimeoutError(f"task {ids[0]!r} was not ready within {timeout:g} s (state {state})")
-    shown = ", ".join(repr(t) for t in ids[:5]) + (", ..." if len(ids) > 5 else "")
-    return TimeoutError(f"{len(ids)} tasks were not ready within {timeout:g} s: {shown}")

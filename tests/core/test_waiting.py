@@ -36,7 +36,7 @@ from resultstore import (
     ResultSet,
     TaskMeta,
 )
-from resultstore import _backend as backend_module
+from resultstore import _wait as wait_module
 from resultstore._waiting import Waiter
 from resultstore_memory import MemoryBackend
 
@@ -98,7 +98,7 @@ def waiter_log(monkeypatch: pytest.MonkeyPatch) -> WaiterLog:
             super().__init__()
             log.refs.append(weakref.ref(self))
 
-    monkeypatch.setattr(backend_module, "Waiter", TrackedWaiter)
+    monkeypatch.setattr(wait_module, "Waiter", TrackedWaiter)
     return log
 
 
