@@ -406,10 +406,29 @@ def test_mariadb_killed_between_operations(mysql_url: str, killer: Killer) -> No
                 assert backend.mark_as_done(task_id, [round_, i])
                 stored[task_id] = [round_, i]
             assert killer.kill_all() >= 1, "the plugin's pooled connection was not there"
-            # The next call finds its pooled connection dead (pre-ping) and reconnects.
+            # The next call finds its pooled connection dead (the retry policy, or the
+            # idle pre-ping) and reconnects.
             assert {t: backend.get_result(t) for t in stored} == stored
             assert killer.kill_all() >= 1
         assert backend.get_many(list(stored)).keys() == stored.keys()
+
+
+def test_an_idle_connection_is_pinged_and_replaced_before_use(
+    mysql_url: str, killer: Killer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No retries allowed: only the idle pre-ping can save the call."""
+    from resultstore_db import _engine
+
+    monkeypatch.setattr(_engine, "PING_IDLE_AFTER", 0.0)  # every pooled connection is "idle"
+    no_retry = {"database_retry_policy": {"max_retries": 0}}
+    with Backend(mysql_url, options=no_retry) as backend:
+        assert backend.mark_as_done("pinged", 1)
+        assert killer.kill_all() >= 1
+        assert backend.get_result("pinged") == 1
+        monkeypatch.setattr(_engine, "PING_IDLE_AFTER", 3600.0)  # no ping: the dead one fails
+        assert killer.kill_all() >= 1
+        with pytest.raises(BackendUnavailable):
+            backend.get_result("pinged")
 
 
 def test_mariadb_killed_during_a_store(mysql_url: str, mysql_admin: str, killer: Killer) -> None:

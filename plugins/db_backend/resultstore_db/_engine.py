@@ -19,6 +19,8 @@ from resultstore import BackendUnavailable
 
 T = TypeVar("T")
 
+PING_IDLE_AFTER = 10.0  # seconds in the pool after which a connection is pinged before use
+
 _engines: dict[tuple[int, str, str], Engine] = {}
 _lock = threading.Lock()
 
@@ -63,7 +65,7 @@ def autocommit(engine: Engine) -> Engine:
 
 
 def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
-    kwargs: dict[str, Any] = {"pool_pre_ping": True, **options}
+    kwargs: dict[str, Any] = dict(options)
     if url.get_backend_name() == "sqlite":
         # Busy wait, seconds: each retry of the policy waits this long again, so
         # keep it short enough that a locked file fails within seconds, not minutes.
@@ -78,7 +80,38 @@ def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
+    elif not kwargs.get("pool_pre_ping"):
+        _ping_when_idle(engine)
     return engine
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Pre-ping, but only connections that sat in the pool longer than PING_IDLE_AFTER.
+
+    SQLAlchemy's pool_pre_ping pings on every checkout: one more round trip on
+    every read and store. A connection used moments ago is alive but for a
+    crash in between, which the retry policy covers (SQLAlchemy invalidates the
+    pool on a disconnect error); one that idled is what servers time out and
+    restarts leave behind. ``pool_pre_ping=True`` in database_engine_options
+    restores the ping on every checkout.
+    """
+    dialect = engine.dialect
+
+    def checkin(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    def checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.pop("idle_since", None)
+        if since is not None and time.monotonic() - since > PING_IDLE_AFTER:
+            try:
+                alive = dialect.do_ping(dbapi_connection)
+            except Exception:
+                alive = False
+            if not alive:
+                raise sa.exc.DisconnectionError()  # the pool replaces it and checks out again
+
+    event.listen(engine, "checkin", checkin)
+    event.listen(engine, "checkout", checkout)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
