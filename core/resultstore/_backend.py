@@ -1,4 +1,4 @@
-"""The Backend: one configured storage plugin, the provider API and the wait loops."""
+"""The Backend: one configured storage plugin, the provider API and the consumer's reads."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ if TYPE_CHECKING:
 DEFAULT_URL = "memory://"
 DEFAULT_EXPIRES = 86400.0  # Celery's result_expires: one day
 MAX_TASK_ID_LENGTH = 155  # Celery's task_id column, so ids stay portable across engines
-# Polling (plugins without push) backs off from 1 ms to the caller's interval.
+# The cap of the polling backoff (plugins without push); see _wait.poll_wait.
 DEFAULT_INTERVAL = 0.1
 
 
@@ -147,8 +147,14 @@ class Backend:
         self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
         self._pm.add_hookspecs(_hookspecs)
         self.plugin = self._start_plugin(resolved)
-        self.capabilities = declared_capabilities(self.plugin)
-        self._register(self.plugin, storage=True)
+        try:
+            self.capabilities = declared_capabilities(self.plugin)
+            self._register(self.plugin, storage=True)
+        except BaseException:
+            close = getattr(self.plugin, "close", None)  # not registered: close it directly
+            if callable(close):
+                close()
+            raise
         self._hook = self._pm.hook
         self._hub = self._new_hub()
         self._closed = False
@@ -492,7 +498,9 @@ class Backend:
                 raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
             if timeout < 0:
                 raise ValueError(f"timeout must not be negative, got {timeout!r}")
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval <= 0:
+        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+            raise TypeError(f"interval must be a number of seconds, got {interval!r}")
+        if interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = Progress(ids, timeout, on_message)

@@ -98,7 +98,9 @@ def resolve(url: str | URL) -> Resolved:
 def installed_schemes() -> dict[str, str]:
     """Every scheme that can be resolved, with what serves it."""
     schemes = {ep.name: _describe(ep) for ep in entry_points(group=GROUP)}
-    schemes.update({s: _describe_explicit(s, t) for s, t in _explicit.items()})
+    with _lock:
+        explicit = dict(_explicit)
+    schemes.update({s: _describe_explicit(s, t) for s, t in explicit.items()})
     return dict(sorted(schemes.items()))
 
 

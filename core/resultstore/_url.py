@@ -11,10 +11,11 @@ from ._errors import InvalidURL
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*$")
 # Celery's sentinel form joins several URLs with ';' (a ';' inside a password is not one).
 _NEXT_URL = re.compile(r";(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
-# user:password@ in any URL of the string; the password runs to the last '@' of its
-# URL, as urlsplit reads it.
+# user:password@ in any URL of the string. The password runs to the last '@' of its
+# URL, whatever it holds ('#', '?' and '/' included, which urlsplit would misread):
+# masking a little too much is safe, showing part of a password is not.
 _USERINFO_PASSWORD = re.compile(
-    r"(?P<head>://[^/@;?#:]*:)(?P<secret>(?:(?!;[A-Za-z][A-Za-z0-9+.\-]*://)[^/?#])*)@"
+    r"(?P<head>://[^/@;?#:]*:)(?P<secret>(?:(?!;[A-Za-z][A-Za-z0-9+.\-]*://).)*)@"
 )
 # What looks like ":secret@" in text that is not even a URL (a mistyped "://").
 _LOOSE_PASSWORD = re.compile(r":[^:@/]*@")
@@ -70,8 +71,12 @@ class URL:
             raise InvalidURL(f"backend URL {mask_password(url)!r} is malformed: {exc}") from None
         try:
             port = parts.port
-        except ValueError as exc:  # the port's text comes after '@', never the password
-            raise InvalidURL(f"backend URL {mask_password(url)!r} has a bad port: {exc}") from None
+        except ValueError as exc:
+            masked = mask_password(url)
+            # urllib quotes what it took for the port: with a secret in the URL (a '#'
+            # in a password moves urllib's split) that could be part of the password.
+            reason = f": {exc}" if masked == url else " (is a '#', '?' or '/' in the password?)"
+            raise InvalidURL(f"backend URL {masked!r} has a bad port{reason}") from None
         return cls(
             raw=url,
             scheme=scheme.lower(),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Collection
 
+from ._errors import ResultStoreError
 from ._hookspecs import NotifyChannel, OnChange
 from ._meta import TaskMeta
 
@@ -65,12 +66,15 @@ class WaitHub:
         self._channel: NotifyChannel | None = None
         self._in_channel_call = False
         self._deferred: list[str] = []
+        self._closed = False
 
     def add(self, waiter: Waiter, task_ids: Collection[str]) -> None:
         # Subscribe and unsubscribe under the lock: their order on the channel must
         # be the order the hub decided them in, or a late unsubscribe could undo a
         # newer waiter's subscribe.
         with self._lock:
+            if self._closed:  # a closed backend must not open a new channel
+                raise ResultStoreError("the backend is closed: open a new Backend to wait")
             first = []
             for task_id in task_ids:
                 waiters = self._waiters.get(task_id, frozenset())
@@ -137,6 +141,7 @@ class WaitHub:
     def close(self) -> None:
         """Close the channel and release every blocked waiter (they raise)."""
         with self._lock:
+            self._closed = True
             channel, self._channel = self._channel, None
             waiters = frozenset().union(*self._waiters.values())
             self._waiters.clear()

@@ -277,8 +277,20 @@ def test_bad_port_error_masks_the_password() -> None:
     with pytest.raises(InvalidURL) as info:
         URL.parse(f"redis://:{SECRET}@h:bad/0")
     assert str(info.value) == (
-        "backend URL 'redis://:****@h:bad/0' has a bad port: "
-        "Port could not be cast to integer value as 'bad'"
+        "backend URL 'redis://:****@h:bad/0' has a bad port "
+        "(is a '#', '?' or '/' in the password?)"
+    )
+
+
+@pytest.mark.parametrize("password", ["pa#ss", "p?ss", "pa/ss", "a#b?c/d@e"])
+def test_passwords_urllib_misreads_are_never_shown(password: str) -> None:
+    url = f"redis://user:{password}@host:6379/0"
+    assert mask_password(url) == "redis://user:****@host:6379/0"
+    with pytest.raises(InvalidURL) as info:
+        URL.parse(url)
+    assert str(info.value) == (
+        "backend URL 'redis://user:****@host:6379/0' has a bad port "
+        "(is a '#', '?' or '/' in the password?)"
     )
 
 

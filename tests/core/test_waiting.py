@@ -774,3 +774,12 @@ def test_a_forked_child_gets_its_own_channel_and_no_parent_waiters(store_url: st
         assert os.waitstatus_to_exitcode(status) == 0
         backend.mark_as_done("parent", 1)
         assert parent_wait.finish() == 1
+
+
+def test_a_closed_backend_does_not_open_a_new_channel(store_url: str) -> None:
+    backend = Backend(store_url)
+    backend.close()
+    with pytest.raises(resultstore.ResultStoreError) as raised:
+        AsyncResult("t", backend).get(timeout=1)
+    assert str(raised.value) == "the backend is closed: open a new Backend to wait"
+    assert backend.plugin._channels == []  # type: ignore[attr-defined]

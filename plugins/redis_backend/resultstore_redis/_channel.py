@@ -66,8 +66,12 @@ class RedisChannel:
             return
         for event in events:
             if not event.wait(_CONFIRM_TIMEOUT):
+                # Re-check these when the confirmation does come: the core's read
+                # may have run before the subscription took effect.
+                with self._lock:
+                    self._recheck.update(ch for ch in channels if ch in self._ids)
                 log.warning(
-                    "subscription not confirmed within %ss; waits rely on their deadline read",
+                    "subscription not confirmed within %ss; re-checking when it is",
                     _CONFIRM_TIMEOUT,
                 )
                 return
