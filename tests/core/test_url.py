@@ -277,8 +277,7 @@ def test_bad_port_error_masks_the_password() -> None:
     with pytest.raises(InvalidURL) as info:
         URL.parse(f"redis://:{SECRET}@h:bad/0")
     assert str(info.value) == (
-        "backend URL 'redis://:****@h:bad/0' has a bad port "
-        "(is a '#', '?' or '/' in the password?)"
+        "backend URL 'redis://:****@h:bad/0' has a bad port (is a '#', '?' or '/' in the password?)"
     )
 
 
