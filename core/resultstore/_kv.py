@@ -1,4 +1,4 @@
-"""A base class that turns five key-value primitives into every storage hook.
+"""A base class that turns key-value primitives into the storage, group and revoke hooks.
 
 A plugin over a key-value engine subclasses :class:`KeyValueStore` and
 implements ``kv_get``, ``kv_set`` and ``kv_delete`` (``kv_mget``, ``kv_lock``

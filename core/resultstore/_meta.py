@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
@@ -116,9 +116,6 @@ class TaskMeta:
         meta = object.__new__(cls)
         meta.__dict__.update(fields)
         return meta
-
-    def replace(self, **changes: Any) -> TaskMeta:
-        return replace(self, **changes)
 
 
 @dataclass(frozen=True)

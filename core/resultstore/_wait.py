@@ -84,7 +84,7 @@ def push_wait(
                 )
             unknown = [t for t, m in changed.items() if m is None and t in progress.pending]
             try:
-                reread = read(unknown) if unknown else {}
+                reread = read(unknown)
             except BackendUnavailable:
                 # A wake-up is a hint, and the engine may go away again right after
                 # it (a re-check after a reconnect): that must not end a wait before

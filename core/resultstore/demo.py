@@ -2,7 +2,7 @@
 
 Worker threads play the provider (started, progress, done or failed); the main
 thread plays the client (waits, joins a group, sees a failure re-raised with
-its remote traceback, forgets). The URL defaults to the embedded ``memory://``.
+its remote traceback, forgets). The URL defaults to the embedded ``memory://demo``.
 """
 
 from __future__ import annotations

@@ -624,3 +624,22 @@ def test_store_whose_reply_is_lost_reports_true(sqlite_url: str) -> None:
         assert armed == set(), "the fault was not injected"
         assert backend.get_result("lost") == {"v": 1}
         assert backend.get_result("other") == "first"
+
+
+@pytest.mark.parametrize(
+    ("policy", "error", "message"),
+    [
+        ({"max_retries": True}, ValueError, "max_retries must be an int >= 0"),
+        ({"interval_start": "1"}, TypeError, "intervals must be seconds"),
+        (
+            {"interval_start": 2, "interval_max": 1},
+            ValueError,
+            "needs 0 <= interval_start <= interval_max",
+        ),
+    ],
+)
+def test_retry_policy_is_validated(
+    sqlite_url: str, policy: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    with pytest.raises(error, match=f"^database_retry_policy {message}, got "):
+        Backend(sqlite_url, options={"database_retry_policy": policy})

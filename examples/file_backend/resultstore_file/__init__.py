@@ -84,8 +84,11 @@ class FileBackend(KeyValueStore):
     def cleanup(self) -> int:
         removed = 0
         for path in self.directory.iterdir():
-            if path.name.startswith(".") or self.kv_get(unquote(path.name)) is not None:
+            if path.name.startswith("."):
                 continue
-            path.unlink(missing_ok=True)
-            removed += 1
+            key = unquote(path.name)
+            with self.kv_lock(key):  # a store in between must not be deleted
+                if path.exists() and self.kv_get(key) is None:
+                    path.unlink()
+                    removed += 1
         return removed

@@ -477,17 +477,10 @@ def create_tables(url: str, **options: Any) -> None:
 
     Raises :class:`PermissionError` (naming the masked URL) when the user lacks the right.
     """
-    from resultstore import Backend, BackendLoadError
+    from resultstore import Backend
 
-    try:
-        with Backend(url, options={**options, "database_create_tables_at_setup": True}):
-            pass
-    except BackendLoadError as exc:
-        # The core wraps whatever a plugin raises while starting; this function's
-        # caller asked for the tables, so hand it the plugin's own PermissionError.
-        if isinstance(exc.__cause__, PermissionError):
-            raise exc.__cause__ from exc.__cause__.__cause__
-        raise
+    with Backend(url, options={**options, "database_create_tables_at_setup": True}):
+        pass
 
 
 def _first_line(exc: sa.exc.DBAPIError) -> str:

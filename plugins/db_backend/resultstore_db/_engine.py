@@ -138,8 +138,16 @@ class RetryPolicy:
                 f"database_retry_policy must be a dict with keys among {sorted(keys)}, got {raw!r}"
             )
         policy = cls(**raw)
-        if not isinstance(policy.max_retries, int) or policy.max_retries < 0:
+        retries = policy.max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise ValueError(f"database_retry_policy max_retries must be an int >= 0, got {raw!r}")
+        for value in (policy.interval_start, policy.interval_max):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"database_retry_policy intervals must be seconds, got {raw!r}")
+        if not 0 <= policy.interval_start <= policy.interval_max:
+            raise ValueError(
+                f"database_retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}"
+            )
         return policy
 
     def run(self, what: str, where: str, fn: Callable[[], T]) -> T:
