@@ -43,6 +43,8 @@ from resultstore import (
 )
 from resultstore.testing import FakeClock
 
+from ..doubles import fail_with
+
 KNOWN_SETTINGS = (
     "result_backend, result_expires, result_serializer, result_accept_content, "
     "result_extended, result_exception_allow, result_backend_transport_options"
@@ -57,14 +59,6 @@ class CustomError(Exception):
 class Outer:
     class InnerError(Exception):
         """A nested class: stored by its __qualname__, as Celery does."""
-
-
-def fail_with(exc: BaseException) -> BaseException:
-    """Raise ``exc`` and return it caught, so that it carries a traceback."""
-    try:
-        raise exc  # RAISE-LINE
-    except BaseException as caught:
-        return caught
 
 
 UNPICKLED: list[str] = []

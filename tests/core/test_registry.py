@@ -21,36 +21,14 @@ from resultstore import (
     BackendLoadError,
     BackendNotFound,
     _registry,
-    hookimpl,
     register_backend,
     resolve,
     unregister_backend,
 )
 
+from ..doubles import DictPlugin
+
 # --- test plugins ---------------------------------------------------------------------
-
-
-class DictPlugin:
-    """A minimal storage plugin keeping metas in a dict."""
-
-    capabilities = frozenset({"ttl"})
-
-    def __init__(self, config: resultstore.BackendConfig) -> None:
-        self.config = config
-        self.data: dict[str, resultstore.TaskMeta] = {}
-
-    @hookimpl
-    def store_result(self, meta: resultstore.TaskMeta, ttl: float | None, overwrite: bool) -> bool:
-        self.data[meta.task_id] = meta
-        return True
-
-    @hookimpl
-    def get(self, task_id: str) -> resultstore.TaskMeta | None:
-        return self.data.get(task_id)
-
-    @hookimpl
-    def forget(self, task_id: str) -> bool:
-        return self.data.pop(task_id, None) is not None
 
 
 class OtherPlugin(DictPlugin):

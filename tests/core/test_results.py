@@ -32,6 +32,8 @@ from resultstore import (
     running_task,
 )
 
+from ..doubles import fail_with
+
 NO_JOIN = (
     "never wait for a result inside a task (task 't' is running here): it can deadlock the "
     "worker pool. Chain the tasks instead, or wrap the wait in resultstore.allow_join_result() "
@@ -41,13 +43,6 @@ NO_JOIN = (
 
 class AppError(Exception):
     """An application exception the consumer has not allowed."""
-
-
-def fail_with(exc: BaseException) -> BaseException:
-    try:
-        raise exc  # RAISE-LINE
-    except BaseException as caught:
-        return caught
 
 
 @pytest.fixture

@@ -10,33 +10,12 @@ from typing import Any
 import pytest
 
 import resultstore
-from resultstore import URL, Backend, BackendNotFound, InvalidURL, hookimpl, mask_password
+from resultstore import URL, Backend, BackendNotFound, InvalidURL, mask_password
+
+from ..doubles import DictPlugin
 
 SECRET = "hunter2"
 NO_SCHEME_HINT = "expected '<scheme>://...', e.g. 'memory://' or 'redis://localhost:6379/0'"
-
-
-class AnyURLPlugin:
-    """A storage plugin that accepts every URL (memory:// refuses passwords)."""
-
-    capabilities = frozenset({"ttl"})
-
-    def __init__(self, config: resultstore.BackendConfig) -> None:
-        self.config = config
-        self.data: dict[str, resultstore.TaskMeta] = {}
-
-    @hookimpl
-    def store_result(self, meta: resultstore.TaskMeta, ttl: float | None, overwrite: bool) -> bool:
-        self.data[meta.task_id] = meta
-        return True
-
-    @hookimpl
-    def get(self, task_id: str) -> resultstore.TaskMeta | None:
-        return self.data.get(task_id)
-
-    @hookimpl
-    def forget(self, task_id: str) -> bool:
-        return self.data.pop(task_id, None) is not None
 
 
 class FailingPlugin:
@@ -48,7 +27,7 @@ class FailingPlugin:
 
 @pytest.fixture
 def anyurl() -> Iterator[str]:
-    resultstore.register_backend("anyurl", AnyURLPlugin)
+    resultstore.register_backend("anyurl", DictPlugin)
     yield "anyurl"
     resultstore.unregister_backend("anyurl")
 
@@ -209,7 +188,7 @@ def test_password_with_a_raw_at_sign_is_masked_whole() -> None:
 
 def test_backend_repr_masks_the_password(anyurl: str) -> None:
     with Backend(f"{anyurl}://:{SECRET}@h:1/0", expires=None) as backend:
-        expected = f"<Backend '{anyurl}://:****@h:1/0' plugin={__name__}.AnyURLPlugin>"
+        expected = f"<Backend '{anyurl}://:****@h:1/0' plugin={DictPlugin.__module__}.DictPlugin>"
         assert repr(backend) == expected
         assert SECRET not in repr(backend.url)
         assert SECRET not in repr(backend.config)
