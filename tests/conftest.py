@@ -7,12 +7,15 @@ from typing import Any
 import pytest
 
 import resultstore
+from resultstore_memory import drop_store
 
 
 @pytest.fixture
-def store_url() -> str:
-    """A memory:// URL of a store no other test uses."""
-    return f"memory://t-{uuid.uuid4().hex}"
+def store_url() -> Iterator[str]:
+    """A memory:// URL of a store no other test uses (dropped afterwards)."""
+    name = f"t-{uuid.uuid4().hex}"
+    yield f"memory://{name}"
+    drop_store(name)
 
 
 @pytest.fixture

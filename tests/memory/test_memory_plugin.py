@@ -302,3 +302,14 @@ class TestThreadSafety:
             f"\nrace done vs started: {started.count(True)} starts landed first, "
             f"{started.count(False)} were refused"
         )
+
+
+def test_drop_store_forgets_a_named_store() -> None:
+    from resultstore_memory import drop_store
+
+    with Backend("memory://to-drop") as backend:
+        backend.mark_as_done("t", 1)
+    assert drop_store("to-drop") is True
+    assert drop_store("to-drop") is False
+    with Backend("memory://to-drop") as backend:
+        assert backend.exists("t") is False

@@ -37,8 +37,12 @@ def fake_clock() -> FakeClock:
 
 @pytest.fixture
 def memory_backend(fake_clock: FakeClock) -> Iterator[Backend]:
-    with Backend(f"memory://test-{uuid.uuid4().hex}", options={"clock": fake_clock}) as backend:
+    from resultstore_memory import drop_store
+
+    name = f"test-{uuid.uuid4().hex}"
+    with Backend(f"memory://{name}", options={"clock": fake_clock}) as backend:
         yield backend
+    drop_store(name)  # memory:// stores otherwise live as long as the process
 
 
 @pytest.fixture

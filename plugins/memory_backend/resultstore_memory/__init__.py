@@ -23,7 +23,7 @@ from resultstore import (
     hookimpl,
 )
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "drop_store"]
 
 Clock = Callable[[], float]
 
@@ -51,6 +51,13 @@ _stores_lock = threading.Lock()
 def _store(name: str) -> _Store:
     with _stores_lock:
         return _stores.setdefault(name, _Store())
+
+
+def drop_store(name: str) -> bool:
+    """Forget the store ``memory://name`` and everything in it (stores live as long as
+    the process otherwise). Backends still open on it keep their own reference."""
+    with _stores_lock:
+        return _stores.pop(name, None) is not None
 
 
 class _Channel:
