@@ -6,7 +6,7 @@ import os
 import time
 import traceback as tb_module
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
@@ -40,7 +40,7 @@ from ._states import (
     SUCCESS,
 )
 from ._url import URL
-from ._wait import Progress, ReadyIterator, poll_wait, push_wait
+from ._wait import OnMessage, Progress, ReadyIterator, poll_wait, push_wait
 from ._waiting import WaitHub
 
 if TYPE_CHECKING:
@@ -287,10 +287,14 @@ class Backend:
             retries=info.retries if extended else None,
             queue=info.queue if extended else None,
         )
-        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        ttl = self._ttl(expires)
         written = bool(self._hook.store_result(meta=meta, ttl=ttl, overwrite=overwrite))
         self._hook.result_stored(meta=meta, written=written)
         return written
+
+    def _ttl(self, expires: Expires | _Default) -> float | None:
+        """A call's ``expires=`` as seconds, the backend's result_expires by default."""
+        return self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
 
     def _probe_encode(self, value: object) -> object:
         return self.codec.dumps(value, "exception argument")
@@ -418,7 +422,7 @@ class Backend:
         A finished task keeps its result. Returns whether the task now reads REVOKED.
         """
         validate_task_id(task_id)
-        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        ttl = self._ttl(expires)
         if Capability.REVOKE in self.capabilities:
             self._hook.revoke(task_id=task_id, ttl=ttl)
         written = self.mark_as_revoked(task_id, reason, expires=ttl)
@@ -438,8 +442,9 @@ class Backend:
     ) -> None:
         self._require(Capability.GROUPS, "save_group")
         validate_task_id(group_id, "group id")
-        ttl = self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
-        self.codec.dumps(result.as_tuple(), f"group {group_id!r}")
+        ttl = self._ttl(expires)
+        # Group members are validated ids: their tuple always encodes, and the
+        # plugin encodes it before it writes anything.
         self._hook.save_group(meta=GroupMeta(group_id, result.as_tuple()), ttl=ttl)
 
     def restore_group(self, group_id: str) -> GroupResult | None:
@@ -474,7 +479,7 @@ class Backend:
         task_id: str,
         timeout: float | None = None,
         interval: float = DEFAULT_INTERVAL,
-        on_message: Callable[[TaskMeta], None] | None = None,
+        on_message: OnMessage | None = None,
     ) -> TaskMeta:
         """Block until ``task_id`` is ready and return its meta (TimeoutError at the deadline)."""
         with self.iter_ready([task_id], timeout, interval, on_message) as ready:
@@ -485,7 +490,7 @@ class Backend:
         task_ids: Iterable[str],
         timeout: float | None = None,
         interval: float = DEFAULT_INTERVAL,
-        on_message: Callable[[TaskMeta], None] | None = None,
+        on_message: OnMessage | None = None,
     ) -> ReadyIterator:
         """Yield the metas of ``task_ids`` as each becomes ready (use as a context manager).
 

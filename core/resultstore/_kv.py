@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import threading
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from typing import Any, TypeVar
 
 from ._errors import DecodeError
 from ._hookspecs import hookimpl
 from ._meta import GroupMeta, TaskMeta
 from ._plugins import BackendConfig
+
+T = TypeVar("T")
 
 TASK_KEYPREFIX = "celery-task-meta-"
 GROUP_KEYPREFIX = "celery-taskset-meta-"
@@ -80,9 +83,13 @@ class KeyValueStore:
         return self.codec.dumps(meta.to_wire(), f"result of task {meta.task_id!r}")
 
     def decode_meta(self, task_id: str, data: bytes) -> TaskMeta:
-        wire = self.codec.loads(data, f"stored meta of task {task_id!r}")
+        return self._decode(data, f"stored meta of task {task_id!r}", task_id, TaskMeta.from_wire)
+
+    def _decode(self, data: bytes, what: str, key: str, build: Callable[[str, Any], T]) -> T:
+        """Decode stored bytes and build the record; a malformed one is a DecodeError too."""
+        wire = self.codec.loads(data, what)
         try:
-            return TaskMeta.from_wire(task_id, wire)
+            return build(key, wire)
         except ValueError as exc:
             raise DecodeError(str(exc)) from None
 
@@ -137,11 +144,9 @@ class KeyValueStore:
         data = self.kv_get(self.group_key(group_id))
         if data is None:
             return None
-        wire = self.codec.loads(data, f"stored meta of group {group_id!r}")
-        try:
-            return GroupMeta.from_wire(group_id, wire)
-        except ValueError as exc:
-            raise DecodeError(str(exc)) from None
+        return self._decode(
+            data, f"stored meta of group {group_id!r}", group_id, GroupMeta.from_wire
+        )
 
     @hookimpl
     def forget_group(self, group_id: str) -> bool:

@@ -12,9 +12,9 @@ from ._context import assert_will_not_block
 from ._errors import RemoteTraceback
 from ._meta import TaskMeta
 from ._states import FAILURE, PROPAGATE_STATES, READY_STATES, SUCCESS
+from ._wait import OnMessage
 
 Callback = Callable[[str, Any], None]
-OnMessage = Callable[[TaskMeta], None]
 
 
 class AsyncResult:

@@ -27,12 +27,10 @@ from resultstore import (
 )
 
 from . import _options
-from ._channel import RedisChannel
+from ._channel import NETWORK_ERRORS, RedisChannel
 from ._scripts import SCRIPT_DECODERS, STORE
 
 __all__ = ["RedisBackend"]
-
-_NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
 class RedisBackend(KeyValueStore):
@@ -67,7 +65,7 @@ class RedisBackend(KeyValueStore):
         """Retries happen inside redis-py (bounded by retry_policy); then say so clearly."""
         try:
             yield
-        except _NETWORK_ERRORS as exc:
+        except NETWORK_ERRORS as exc:
             raise BackendUnavailable(
                 f"{what} failed on {self.config.url.masked} after "
                 f"{self.settings.retry.max_retries} retries: {type(exc).__name__}: {exc}"

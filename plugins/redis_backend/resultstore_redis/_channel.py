@@ -21,7 +21,7 @@ from resultstore import DecodeError, OnChange, TaskMeta
 
 log = logging.getLogger("resultstore.redis")
 
-_NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+NETWORK_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 _CONFIRM_TIMEOUT = 5.0
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 1.0
@@ -120,7 +120,7 @@ class RedisChannel:
                 # (push then stopped after any idle health_check_interval).
                 conn.send_command(*command, check_health=False)
             return True
-        except _NETWORK_ERRORS:
+        except NETWORK_ERRORS:
             return False  # the listener sees the broken connection and recovers
 
     def _run(self) -> None:
@@ -140,7 +140,7 @@ class RedisChannel:
             except Exception as exc:
                 if self._stop.is_set():
                     break  # close() pulled the socket away
-                if isinstance(exc, _NETWORK_ERRORS):
+                if isinstance(exc, NETWORK_ERRORS):
                     log.warning(
                         "subscriber connection lost (%s); reconnecting in %.2fs", exc, backoff
                     )
