@@ -23,11 +23,14 @@ from ._errors import (
     TaskRevokedError,
     TimeoutError,
     UnsupportedOperation,
+    WorkerLostError,
 )
+from ._executor import Executor, Signature, Task
 from ._hookspecs import NotifyChannel, OnChange, hookimpl, hookspec
 from ._kv import KeyValueStore
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import BackendConfig, Capability
+from ._provider import TaskRun, current_run
 from ._registry import installed_schemes, register_backend, resolve, unregister_backend
 from ._result import AsyncResult, EagerResult, GroupResult, ResultSet, result_from_tuple
 from ._serialization import Codec
@@ -75,6 +78,7 @@ __all__ = [
     "DecodeError",
     "EagerResult",
     "EncodeError",
+    "Executor",
     "GroupMeta",
     "GroupResult",
     "InvalidURL",
@@ -86,13 +90,18 @@ __all__ = [
     "RemoteTraceback",
     "ResultSet",
     "ResultStoreError",
+    "Signature",
+    "Task",
     "TaskInfo",
     "TaskMeta",
     "TaskRevokedError",
+    "TaskRun",
     "TimeoutError",
     "UnsupportedOperation",
+    "WorkerLostError",
     "allow_join_result",
     "assert_will_not_block",
+    "current_run",
     "current_task_id",
     "hookimpl",
     "hookspec",

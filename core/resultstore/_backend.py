@@ -6,7 +6,7 @@ import os
 import time
 import traceback as tb_module
 import weakref
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, Final
 
@@ -29,6 +29,7 @@ from ._plugins import (
     plugin_name,
     validate_plugin,
 )
+from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
     EXCEPTION_STATES,
@@ -89,6 +90,10 @@ def _seconds(value: Expires, what: str) -> float | None:
     return float(value)
 
 
+def _ignore(count: int) -> None:
+    pass
+
+
 def validate_task_id(task_id: object, what: str = "task id") -> str:
     if not isinstance(task_id, str):
         raise TypeError(f"{what} must be a str, got {type(task_id).__name__}: {task_id!r:.80}")
@@ -128,6 +133,9 @@ class Backend:
         options: Mapping[str, Any] | None = None,
     ) -> None:
         self.url = URL.parse(url)
+        if accept_content is not None and not isinstance(accept_content, str):
+            accept_content = list(accept_content)  # read twice: by the codec and below
+        exception_allow = tuple(exception_allow)
         if not isinstance(extended, bool):
             raise TypeError(f"result_extended must be a bool, got {extended!r}")
         if options is not None and not isinstance(options, Mapping):
@@ -135,6 +143,16 @@ class Backend:
         self.expires = _seconds(expires, "result_expires")
         self.codec = Codec.create(serializer, accept_content)
         self._rebuilder = ExceptionRebuilder(exception_allow)
+        # What another process needs to open the same backend (the executor's workers).
+        self.arguments: dict[str, Any] = {
+            "url": self.url,
+            "expires": self.expires,
+            "serializer": serializer,
+            "accept_content": accept_content,
+            "extended": extended,
+            "exception_allow": exception_allow,
+            "options": dict(options or {}),
+        }
         resolved = _registry.resolve(self.url)
         self.config = BackendConfig(
             url=self.url,
@@ -292,6 +310,15 @@ class Backend:
         self._hook.result_stored(meta=meta, written=written)
         return written
 
+    def run(
+        self, task_id: str, request: TaskInfo | None = None, *, track_started: bool = True
+    ) -> TaskRun:
+        """The provider API: ``with backend.run(task_id) as run:`` around one task run.
+
+        See :class:`TaskRun`: STARTED on entry, SUCCESS, FAILURE or REVOKED on exit.
+        """
+        return TaskRun(self, validate_task_id(task_id), request, track_started=track_started)
+
     def _ttl(self, expires: Expires | _Default) -> float | None:
         """A call's ``expires=`` as seconds, the backend's result_expires by default."""
         return self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
@@ -408,10 +435,15 @@ class Backend:
         """Delete what is stored for ``task_id``. Idempotent; returns whether it existed."""
         return bool(self._hook.forget(task_id=validate_task_id(task_id)))
 
-    def cleanup(self) -> int:
-        """Delete expired results now and return how many (0 where the engine expires them)."""
+    def cleanup(self, progress: Callable[[int], None] | None = None) -> int:
+        """Delete expired results now and return how many (0 where the engine expires them).
+
+        ``progress(count)`` is called after each batch the plugin deletes.
+        """
+        if progress is not None and not callable(progress):
+            raise TypeError(f"progress must be callable, got {progress!r}")
         if Capability.CLEANUP in self.capabilities:
-            return int(self._hook.cleanup() or 0)
+            return int(self._hook.cleanup(progress=progress or _ignore) or 0)
         return 0
 
     def revoke(

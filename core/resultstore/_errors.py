@@ -53,6 +53,10 @@ class TaskRevokedError(ResultStoreError):
     """The task was revoked (stored as the result of a REVOKED task)."""
 
 
+class WorkerLostError(ResultStoreError):
+    """The task's run ended before it could finish: interrupted, or its process died."""
+
+
 class RemoteError(ResultStoreError):
     """A task failure whose exception class is not allowed to be rebuilt here.
 

@@ -12,7 +12,7 @@ import builtins
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from ._errors import EncodeError, RemoteError, TaskRevokedError
+from ._errors import EncodeError, RemoteError, TaskRevokedError, WorkerLostError
 from ._errors import TimeoutError as ResultTimeoutError
 
 # Exceptions raised by resultstore itself, and Celery's names for the same things,
@@ -20,11 +20,14 @@ from ._errors import TimeoutError as ResultTimeoutError
 _KNOWN: dict[tuple[str, str], type[BaseException]] = {
     ("resultstore", "TaskRevokedError"): TaskRevokedError,
     ("resultstore", "TimeoutError"): ResultTimeoutError,
+    ("resultstore", "WorkerLostError"): WorkerLostError,
     ("celery.exceptions", "TaskRevokedError"): TaskRevokedError,
+    ("billiard.exceptions", "WorkerLostError"): WorkerLostError,
 }
 # Stored under Celery's names, so that a Celery client rebuilds its own class.
 _WIRE_NAMES: dict[type[BaseException], tuple[str, str]] = {
     TaskRevokedError: ("celery.exceptions", "TaskRevokedError"),
+    WorkerLostError: ("billiard.exceptions", "WorkerLostError"),
 }
 
 

@@ -93,8 +93,13 @@ def forget_group(group_id: str) -> bool | None:
 
 
 @hookspec(firstresult=True)
-def cleanup() -> int | None:
-    """Capability ``cleanup``: delete every expired record now; return how many."""
+def cleanup(progress: Callable[[int], None]) -> int | None:
+    """Capability ``cleanup``: delete every expired record now; return how many.
+
+    A plugin that deletes in batches calls ``progress(count)`` after each batch
+    with the number it just deleted (the ``resultstore cleanup`` command shows
+    it); a plugin that deletes in one step may leave the argument out.
+    """
 
 
 @hookspec(firstresult=True)

@@ -104,6 +104,46 @@ def installed_schemes() -> dict[str, str]:
     return dict(sorted(schemes.items()))
 
 
+@dataclass(frozen=True)
+class InstalledPlugin:
+    """One installed scheme, as ``resultstore plugins`` lists it."""
+
+    scheme: str
+    distribution: str | None  # None when served by register_backend()
+    version: str | None
+    target: str  # "package.module:Object"
+    capabilities: tuple[str, ...] | None  # None: the plugin decides per URL
+    error: str | None  # why it does not load, or None
+
+
+def installed_plugins() -> list[InstalledPlugin]:
+    """Every installed scheme with its plugin's capabilities, loading each one to see."""
+    from ._plugins import declared_capabilities  # _plugins imports hook specs; keep this lazy
+
+    found = []
+    for scheme in installed_schemes():
+        with _lock:
+            explicit = _explicit.get(scheme)
+        distribution = version = None
+        if explicit is None:
+            points = _entry_points(scheme)
+            target = ", ".join(ep.value for ep in points)
+            if len(points) == 1 and points[0].dist is not None:
+                distribution, version = points[0].dist.name, points[0].dist.version
+        else:
+            target = _target_name(explicit)
+        try:
+            factory, _ = _lookup(scheme) or (None, "")
+            capabilities: tuple[str, ...] | None = None
+            if hasattr(factory, "capabilities"):
+                capabilities = tuple(sorted(c.value for c in declared_capabilities(factory)))
+            error = None
+        except Exception as exc:
+            capabilities, error = None, f"{type(exc).__name__}: {exc}"
+        found.append(InstalledPlugin(scheme, distribution, version, target, capabilities, error))
+    return found
+
+
 def _lookup(scheme: str) -> tuple[PluginFactory, str] | None:
     with _lock:
         if scheme in _cache:
@@ -177,8 +217,11 @@ def _describe(ep: EntryPoint) -> str:
 
 
 def _describe_explicit(scheme: str, target: str | PluginFactory) -> str:
-    shown = target if isinstance(target, str) else f"{target.__module__}.{target.__qualname__}"
-    return f"register_backend({scheme!r}, {shown!r})"
+    return f"register_backend({scheme!r}, {_target_name(target)!r})"
+
+
+def _target_name(target: str | PluginFactory) -> str:
+    return target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
 
 
 def _not_found_message(url: URL) -> str:

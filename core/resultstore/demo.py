@@ -1,112 +1,96 @@
-"""A tour of the whole lifecycle: ``python -m resultstore.demo [URL]``.
+"""A tour of the whole lifecycle: ``python -m resultstore.demo [URL]`` or ``resultstore demo``.
 
-Worker threads play the provider (started, progress, done or failed); the main
-thread plays the client (waits, joins a group, sees a failure re-raised with
-its remote traceback, forgets). The URL defaults to the embedded ``memory://demo``.
+A client submits a group of tasks with ``.delay()`` to worker processes (the
+small :class:`resultstore.Executor`), watches their progress, joins them, sees
+a failure re-raised with its remote traceback, and forgets the results. The
+workers and the client meet only in the backend: by default an SQLite file in
+a temporary directory (``db+sqlite://``); ``memory://`` URLs run the workers
+as threads.
 """
 
 from __future__ import annotations
 
 import argparse
+import tempfile
 import textwrap
-import threading
 import time
-import uuid
-from collections.abc import Callable
-from typing import Any
+from pathlib import Path
 
 from . import (
-    AsyncResult,
     Backend,
-    GroupResult,
+    Capability,
+    Executor,
     RemoteTraceback,
-    TaskInfo,
     TaskMeta,
-    running_task,
+    current_run,
 )
+from ._executor import Pool, _is_process_local
 
 
-def provide(
-    backend: Backend, task_id: str, group_id: str, fn: Callable[..., Any], *args: Any
-) -> None:
-    """What a worker does around one task run."""
-    info = TaskInfo(name=fn.__name__, args=args, group_id=group_id, worker="demo-worker")
-    backend.mark_as_started(task_id, {"thread": threading.current_thread().name}, request=info)
-    with running_task(task_id):
-        try:
-            value = fn(backend, task_id, *args)
-        except Exception as exc:
-            backend.mark_as_failure(task_id, exc, request=info)
-        else:
-            backend.mark_as_done(task_id, value, request=info)
-
-
-def square(backend: Backend, task_id: str, n: int) -> int:
+def square(n: int) -> int:
+    """Three steps of work, each reported as PROGRESS."""
+    run = current_run()
     for step in range(1, 4):
-        time.sleep(0.02 * n)
-        backend.store_result(task_id, {"step": step, "of": 3}, "PROGRESS")
+        time.sleep(0.05 * n)
+        if run is not None:
+            run.update_state("PROGRESS", {"step": step, "of": 3})
     return n * n
 
 
-def divide(backend: Backend, task_id: str, n: int) -> float:
-    time.sleep(0.05)
+def divide(n: int) -> float:
+    time.sleep(0.1)
     return n / 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m resultstore.demo", description=__doc__)
-    parser.add_argument("url", nargs="?", default="memory://demo", help="backend URL")
+    parser.add_argument("url", nargs="?", help="backend URL (default: a temporary SQLite file)")
     url = parser.parse_args(argv).url
+    with tempfile.TemporaryDirectory(prefix="resultstore-demo-") as tmp:
+        return tour(url or f"db+sqlite:///{Path(tmp) / 'results.sqlite'}")
 
-    with Backend(url) as backend:
-        print(f"backend: {backend!r}")
-        group_id = f"group-{uuid.uuid4().hex[:8]}"
-        jobs: list[tuple[Callable[..., Any], int]] = [(square, n) for n in range(1, 6)]
-        jobs.append((divide, 7))
-        results = [AsyncResult(f"task-{uuid.uuid4().hex[:8]}", backend) for _ in jobs]
-        group = GroupResult(group_id, results, backend).save()
-        print(f"submitted group {group_id} of {len(results)} tasks")
 
-        workers = [
-            threading.Thread(
-                target=provide, args=(backend, r.id, group_id, fn, n), name=f"worker-{i}"
-            )
-            for i, (r, (fn, n)) in enumerate(zip(results, jobs, strict=True))
-        ]
-        for worker in workers:
-            worker.start()
+def tour(url: str) -> int:
+    with Backend(url, extended=True) as backend:
+        pool: Pool = "thread" if _is_process_local(backend) else "process"
+        print(f"backend: {backend.url.masked}  (workers: {pool} pool)")
+        with Executor(backend, pool=pool, max_workers=3) as executor:
+            square_task = executor.task(square, name="demo.square")
+            divide_task = executor.task(divide, name="demo.divide")
 
-        first = results[0]
-        print(f"waiting for {first.id} ...")
-        print(f"  {first.id} -> {first.get(timeout=10)} (state {first.state})")
+            one = square_task.delay(3)
+            print(f"square.delay(3) -> {one.id}")
+            print(f"  get(timeout=30) -> {one.get(timeout=30)}  (state {one.state})")
+            print(f"  ran as {one.name}{tuple(one.args or ())} on worker {one.worker}")
 
-        def progress(meta: TaskMeta) -> None:
-            if meta.status == "PROGRESS":
-                print(f"  {meta.task_id} progress {meta.result['step']}/{meta.result['of']}")
+            group = executor.group([square_task.s(n) for n in range(1, 5)] + [divide_task.s(7)])
+            print(f"submitted group {group.id} of {len(group)} tasks; watching:")
 
-        restored = GroupResult.restore(group_id, backend)
-        if restored != group:
-            raise SystemExit(f"group {group_id} did not restore: {restored!r}")
-        print(f"restored group {group_id}; watching tasks complete:")
-        for done in restored.as_completed(timeout=10, on_message=progress):
-            state = backend.get_state(done.id)
-            print(f"  {done.id} {state}: {done.get(propagate=False)!r}")
+            def progress(meta: TaskMeta) -> None:
+                if meta.status == "PROGRESS":
+                    step = meta.result
+                    print(f"  {meta.task_id[:8]}  PROGRESS {step['step']}/{step['of']}")
 
-        print(f"completed: {restored.completed_count()} of {len(restored)} succeeded")
-        print(f"join(propagate=False): {restored.join(timeout=10, propagate=False)}")
-        try:
-            restored.join(timeout=10)
-        except ZeroDivisionError as exc:
-            print(f"join re-raised the failure: {type(exc).__name__}: {exc}")
-            if isinstance(exc.__cause__, RemoteTraceback):
-                print(textwrap.indent(exc.__cause__.traceback.rstrip(), "  | "))
+            for done in group.as_completed(timeout=30, on_message=progress):
+                meta = backend.get_task_meta(done.id)
+                print(f"  {done.id[:8]}  {meta.status}: {backend.result_value(meta)!r}")
 
-        for worker in workers:
-            worker.join()
-        restored.forget()
-        restored.delete()
-        gone = [backend.exists(r.id) for r in restored]
-        print(f"forgot {len(gone)} results and the group; any left: {any(gone)}")
+            print(f"completed: {group.completed_count()} of {len(group)} succeeded")
+            print(f"join(propagate=False) -> {group.join(timeout=30, propagate=False)}")
+            try:
+                group.join(timeout=30)
+            except ZeroDivisionError as exc:
+                print(f"join() re-raised the failure: {type(exc).__name__}: {exc}")
+                if isinstance(exc.__cause__, RemoteTraceback):
+                    print(textwrap.indent(exc.__cause__.traceback.rstrip(), "  | "))
+
+            everything = [one, *group]
+            for result in everything:
+                result.forget()
+            if Capability.GROUPS in backend.capabilities:
+                group.delete()
+            left = [r.id for r in everything if backend.exists(r.id)]
+            print(f"forgot {len(everything)} results and the group; left: {left or 'none'}")
     return 0
 
 

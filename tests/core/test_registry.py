@@ -36,7 +36,7 @@ class OtherPlugin(DictPlugin):
 
 
 def _explicit(scheme: str, cls: type) -> str:
-    return f"register_backend({scheme!r}, '{cls.__module__}.{cls.__qualname__}')"
+    return f"register_backend({scheme!r}, '{cls.__module__}:{cls.__qualname__}')"
 
 
 @pytest.fixture

@@ -238,7 +238,7 @@ def test_plugin_start_failure_masks_the_password(failing: str) -> None:
         Backend(f"{failing}://user:{SECRET}@h/0")
     assert str(info.value) == (
         f"the plugin for '{failing}://user:****@h/0' "
-        f"(register_backend('failing', '{__name__}.FailingPlugin')) failed to start: "
+        f"(register_backend('failing', '{__name__}:FailingPlugin')) failed to start: "
         "RuntimeError: connection refused"
     )
     assert isinstance(info.value.__cause__, RuntimeError)

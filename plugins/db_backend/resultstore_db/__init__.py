@@ -416,19 +416,29 @@ class DatabaseBackend:
         )
 
     @hookimpl
-    def cleanup(self) -> int:
+    def cleanup(self, progress: Callable[[int], None]) -> int:
         """Delete expired rows in batches of ``CLEANUP_BATCH``, one short transaction each."""
         now = _now()
         removed = 0
         if self.config.expires is not None:
             cutoff = _naive_utc(now - timedelta(seconds=self.config.expires))
             for table in (self.tables.task, self.tables.group):
-                removed += self._delete_batches(table, table.c.id, table.c.date_done < cutoff)
+                removed += self._delete_batches(
+                    table, table.c.id, table.c.date_done < cutoff, progress
+                )
         revoked = self.tables.revoked
-        self._delete_batches(revoked, revoked.c.task_id, revoked.c.expires_at < _naive_utc(now))
+        self._delete_batches(
+            revoked, revoked.c.task_id, revoked.c.expires_at < _naive_utc(now), _ignore
+        )
         return removed
 
-    def _delete_batches(self, table: sa.Table, key: sa.Column[Any], expired: Any) -> int:
+    def _delete_batches(
+        self,
+        table: sa.Table,
+        key: sa.Column[Any],
+        expired: Any,
+        progress: Callable[[int], None],
+    ) -> int:
         removed = 0
         while True:
 
@@ -441,6 +451,8 @@ class DatabaseBackend:
 
             count = int(self._run(f"cleaning up {table.name}", batch))
             removed += count
+            if count:
+                progress(count)
             if count < CLEANUP_BATCH:
                 return removed
 
@@ -531,3 +543,7 @@ def _now() -> datetime:
 def _naive_utc(value: datetime) -> datetime:
     """Celery's DateTime columns hold naive UTC."""
     return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+
+def _ignore(count: int) -> None:
+    """Expired revocation records are not results: cleanup() does not count them."""
