@@ -27,6 +27,9 @@ SNIPPET = textwrap.dedent(
     assert ep.dist is not None
     assert (ep.dist.name, ep.dist.version) == ("resultstore-memory", "0.1.0"), ep.dist
 
+    (script,) = md.entry_points(group="console_scripts", name="resultstore")
+    assert script.value == "resultstore.cli:main", script.value
+
     import resultstore
 
     here = Path(resultstore.__file__).resolve()
@@ -96,3 +99,19 @@ def test_wheels_install_and_work_in_a_fresh_venv(tmp_path: Path) -> None:
     python = venv / "bin" / "python"
     run(python, "-m", "pip", "install", "--quiet", *sorted(wheels.iterdir()), cwd=tmp_path)
     assert run(python, "-c", SNIPPET, cwd=tmp_path) == "OK\n"
+
+    # The console script, with only the core and memory:// installed.
+    command = venv / "bin" / "resultstore"
+    assert run(command, "--version", cwd=tmp_path) == "resultstore 0.1.0\n"
+    listing = run(command, "plugins", cwd=tmp_path).splitlines()
+    assert listing[0].split() == ["SCHEME", "DISTRIBUTION", "VERSION", "CAPABILITIES", "STATUS"]
+    assert listing[1].split() == [
+        "memory",
+        "resultstore-memory",
+        "0.1.0",
+        "cleanup,get_many,groups,push,revoke,ttl",
+        "ok",
+    ]
+    demo = run(command, "demo", "memory://demo", cwd=tmp_path)
+    assert "join() re-raised the failure: ZeroDivisionError: division by zero" in demo
+    assert demo.endswith("forgot 6 results and the group; left: none\n")

@@ -9,9 +9,11 @@ processes share (``redis://``, ``db+...``), not ``memory://``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -48,10 +50,7 @@ class Task(Generic[P, R]):
         self.fn = fn
         self.executor = executor
         self.name = name
-        self.__module__ = fn.__module__
-        self.__qualname__ = fn.__qualname__
-        self.__doc__ = fn.__doc__
-        self.__wrapped__ = fn
+        functools.update_wrapper(self, fn)
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Run in this thread, like the plain function (nothing is stored)."""
@@ -82,9 +81,9 @@ class Task(Generic[P, R]):
         # A process worker gets the task by reference, as pickle sends functions.
         # Decorated at module level, the module's attribute is this Task; else the
         # plain function is the module's attribute and travels instead.
-        module = sys.modules.get(self.__module__)
-        if getattr(module, self.__qualname__, None) is self:
-            return str(self.__qualname__)
+        name = self.fn.__qualname__
+        if getattr(sys.modules.get(self.fn.__module__), name, None) is self:
+            return name
         return (Task, (self.fn, None, self.name))
 
     def __repr__(self) -> str:
@@ -164,6 +163,8 @@ class Executor:
         task_id: str | None = None,
         group_id: str | None = None,
     ) -> AsyncResult:
+        if self.pool == "process":
+            _check_sendable(task)
         result = AsyncResult(task_id or str(uuid.uuid4()), self.backend)
         info = TaskInfo(name=task.name, args=args, kwargs=kwargs, group_id=group_id)
         with self._lock:
@@ -237,6 +238,16 @@ class Executor:
 
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
+
+
+def _check_sendable(task: Task[Any, Any]) -> None:
+    try:
+        pickle.dumps(task)
+    except (pickle.PicklingError, AttributeError, TypeError) as exc:
+        raise TypeError(
+            f"task {task.name!r} cannot be sent to a worker process ({exc}); "
+            "define its function at module level, or use pool='thread'"
+        ) from None
 
 
 def _is_process_local(backend: Backend) -> bool:
