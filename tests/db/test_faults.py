@@ -234,9 +234,12 @@ def _store_through_restart(pg: PG, policy: dict[str, Any]) -> dict[str, Any]:
     """
     outcomes: dict[str, Any] = {}
     backend = Backend(pg.url, options={"database_retry_policy": policy})
+    stopped = threading.Event()
 
     def store_all() -> None:
         for i in range(200):
+            if i == 20:  # the rest run against the stopped, then restarted, server
+                stopped.wait(DEADLINE)
             task_id = f"store-{i}"
             try:
                 outcomes[task_id] = backend.mark_as_done(task_id, {"i": i, "s": "x" * (i % 7)})
@@ -247,7 +250,7 @@ def _store_through_restart(pg: PG, policy: dict[str, Any]) -> dict[str, Any]:
         storer = start(store_all)
         wait_until(lambda: len(outcomes) >= 20, "20 stores are done")
         pg.stop()
-        assert storer.is_alive(), "the stores were over before the server stopped"
+        stopped.set()
         if policy is FAST:  # let the down time show: until a store has given up
             wait_until(
                 lambda: any(isinstance(o, Exception) for o in list(outcomes.values())),
@@ -599,29 +602,44 @@ def test_sqlite_busy_for_too_long_fails_clearly(sqlite_url: str) -> None:
 # --- a store whose commit went through but whose reply was lost ------------------------------
 
 
+# Task ids whose next INSERT loses its reply (see LosingReplies).
+_LOSE_REPLY: set[str] = set()
+
+
+class _LosingCursor(sqlite3.Cursor):
+    def execute(self, sql: str, parameters: Any = (), /) -> sqlite3.Cursor:
+        result = super().execute(sql, parameters)
+        hit = [t for t in _LOSE_REPLY if sql.startswith("INSERT") and t in parameters]
+        if hit:
+            _LOSE_REPLY.discard(hit[0])
+            self.connection.commit()
+            raise sqlite3.OperationalError("simulated: connection lost after COMMIT")
+        return result
+
+
+class LosingReplies(sqlite3.Connection):
+    """A driver connection that commits an armed task's INSERT and then fails, as a
+    connection killed right after the server committed does."""
+
+    def cursor(self, factory: Any = None) -> sqlite3.Cursor:
+        return super().cursor(_LosingCursor)
+
+
 def test_store_whose_reply_is_lost_reports_true(sqlite_url: str) -> None:
     """The connection dies right after the server committed (seen for real under ``KILL``):
     the retry finds the ready row it wrote itself, and the store reports True, not False."""
-    with Backend(sqlite_url, options=sqlite_options(FAST)) as backend:
+    options = sqlite_options(FAST)
+    options["database_engine_options"]["connect_args"]["factory"] = LosingReplies
+    with Backend(sqlite_url, options=options) as backend:
         assert backend.mark_as_done("other", "first")
-        engine = backend.plugin.engine  # type: ignore[attr-defined]
-        armed = {"lost", "other"}
-
-        def lose_reply(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-            task_ids = [t for t in armed if statement.startswith("INSERT") and t in str(args)]
-            if task_ids:
-                armed.discard(task_ids[0])
-                conn.connection.dbapi_connection.commit()  # a no-op in autocommit
-                raise sqlite3.OperationalError("simulated: connection lost after COMMIT")
-
-        sa.event.listen(engine, "after_cursor_execute", lose_reply)
+        _LOSE_REPLY.update({"lost", "other"})
         try:
             assert backend.mark_as_done("lost", {"v": 1}) is True
             # A true duplicate still reads False, reply lost or not.
             assert backend.mark_as_done("other", "second") is False
+            assert not _LOSE_REPLY, "the fault was not injected"
         finally:
-            sa.event.remove(engine, "after_cursor_execute", lose_reply)
-        assert armed == set(), "the fault was not injected"
+            _LOSE_REPLY.clear()
         assert backend.get_result("lost") == {"v": 1}
         assert backend.get_result("other") == "first"
 

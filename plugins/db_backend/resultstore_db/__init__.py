@@ -31,6 +31,7 @@ from resultstore import (
 )
 
 from . import _engine
+from ._fast import FastStatement
 from ._schema import Tables, make_tables
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
@@ -98,9 +99,16 @@ class DatabaseBackend:
             caps.add(Capability.PUSH)
         self.capabilities = frozenset(caps)
         self._channels: list[ListenChannel] = []
-        self._upserts: dict[bool, Any] = {}
+        # The hot statements, compiled once and run on the bare DB-API cursor.
         task = self.tables.task
-        self._select_one = sa.select(task).where(task.c.task_id == sa.bindparam("task_id"))
+        dialect = self.engine.dialect
+        by_id = task.c.task_id == sa.bindparam("task_id", required=False)
+        self._fast_select = FastStatement(dialect, sa.select(task).where(by_id))
+        self._fast_upsert = {
+            overwrite: FastStatement(dialect, self._upsert(overwrite))
+            for overwrite in (False, True)
+            if self.dialect in ("postgresql", "sqlite")
+        }
         if create:
             self.create_tables()
 
@@ -184,28 +192,27 @@ class DatabaseBackend:
         }
         return values
 
-    def _meta(self, row: Any) -> TaskMeta:
+    def _meta(self, row: Mapping[str, Any]) -> TaskMeta:
         loads = self.codec.loads
-        task_id = row.task_id
+        task_id = row["task_id"]
         what = f"stored result of task {task_id!r}"
-        extended = row.name is not None or row.args is not None or row.worker is not None
-        ready = row.status in READY_STATES
+        status, result, children = row["status"], row["result"], row["children"]
+        name, args, kwargs, worker = row["name"], row["args"], row["kwargs"], row["worker"]
+        date_done = row["date_done"] if status in READY_STATES else None
         return TaskMeta(
             task_id=task_id,
-            status=row.status,
-            result=loads(row.result, what) if row.result is not None else None,
-            traceback=row.traceback,
-            children=loads(row.children, what) if row.children is not None else [],
-            date_done=row.date_done.replace(tzinfo=timezone.utc)
-            if ready and row.date_done
-            else None,
-            extended=extended,
-            name=row.name,
-            args=loads(row.args, what) if row.args is not None else None,
-            kwargs=loads(row.kwargs, what) if row.kwargs is not None else None,
-            worker=row.worker,
-            retries=row.retries,
-            queue=row.queue,
+            status=status,
+            result=loads(result, what) if result is not None else None,
+            traceback=row["traceback"],
+            children=loads(children, what) if children is not None else [],
+            date_done=date_done.replace(tzinfo=timezone.utc) if date_done else None,
+            extended=name is not None or args is not None or worker is not None,
+            name=name,
+            args=loads(args, what) if args is not None else None,
+            kwargs=loads(kwargs, what) if kwargs is not None else None,
+            worker=worker,
+            retries=row["retries"],
+            queue=row["queue"],
         )
 
     # --- hooks ---------------------------------------------------------------------------------
@@ -213,61 +220,48 @@ class DatabaseBackend:
     @hookimpl
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
         values = self._row_values(meta)
+        what = f"storing task {meta.task_id!r}"
         attempts = 0
 
-        def store(conn: Connection) -> bool:
+        def store() -> bool:
             nonlocal attempts
             attempts += 1
             if self.dialect in ("postgresql", "sqlite"):
+                # One statement, atomic by itself: on the fast path, in autocommit.
                 params = {"task_id": meta.task_id, **values}
-                written = conn.execute(self._upsert(overwrite), params).first() is not None
+                row = self._fast_upsert[overwrite].run(self.engine, params, write=True)
+                written = row is not None
             else:
                 keep_ready = None if overwrite else self.tables.task.c.status.notin_(_READY)
-                written = self._store_generic(conn, meta.task_id, values, keep_ready)
+                with self.engine.begin() as conn:
+                    written = self._store_generic(conn, meta.task_id, values, keep_ready)
             if not written and attempts > 1:
                 # A retry after the connection died in COMMIT (server killed or
                 # restarted): that commit may have gone through with only its reply
                 # lost, and then the ready row blocking this attempt is our own write,
                 # not a duplicate's. Reporting False would tell the caller otherwise.
-                return self._holds(conn, meta.task_id, values)
+                return self._holds(meta.task_id, values)
             return written
 
-        return bool(
-            self._run(
-                f"storing task {meta.task_id!r}",
-                store,
-                one_statement=self.dialect in ("postgresql", "sqlite"),
-            )
-        )
+        return bool(self.retry.run(what, self.where, lambda: self._tables_checked(store)))
 
-    def _holds(self, conn: Connection, task_id: str, values: dict[str, Any]) -> bool:
+    def _holds(self, task_id: str, values: dict[str, Any]) -> bool:
         """Whether the row of ``task_id`` holds the state, result and traceback of ``values``."""
-        task = self.tables.task
-        row = conn.execute(
-            sa.select(task.c.status, task.c.result, task.c.traceback).where(
-                task.c.task_id == task_id
-            )
-        ).first()
-        return row is not None and (row.status, row.result, row.traceback) == (
+        row = self._fast_select.run(self.engine, {"task_id": task_id})
+        return row is not None and (row["status"], row["result"], row["traceback"]) == (
             values["status"],
             values["result"],
             values["traceback"],
         )
 
     def _upsert(self, overwrite: bool) -> Any:
-        """The store statement on PostgreSQL and SQLite, built once; only parameters vary.
-
-        (Building it per call cost SQLAlchemy more than the server's upsert did.)
-        """
-        stmt = self._upserts.get(overwrite)
-        if stmt is not None:
-            return stmt
+        """The store statement on PostgreSQL and SQLite: the ready guard inside the upsert."""
         task = self.tables.task
         insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         row = insert(task).values(
-            {name: sa.bindparam(name, type_=task.c[name].type) for name in _STORED}
+            {name: sa.bindparam(name, type_=task.c[name].type, required=False) for name in _STORED}
         )
-        stmt = row.on_conflict_do_update(
+        stmt: Any = row.on_conflict_do_update(
             index_elements=[task.c.task_id],
             set_={name: row.excluded[name] for name in _STORED if name != "task_id"},
             where=None if overwrite else task.c.status.notin_(_READY),
@@ -277,7 +271,6 @@ class DatabaseBackend:
             # on commit, and only when the row was written.
             written = stmt.cte("written")
             stmt = sa.select(sa.func.pg_notify(task.name, written.c.task_id))
-        self._upserts[overwrite] = stmt
         return stmt
 
     def _store_generic(
@@ -313,10 +306,12 @@ class DatabaseBackend:
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
-        row = self._run(
+        row = self.retry.run(
             f"reading task {task_id!r}",
-            lambda conn: conn.execute(self._select_one, {"task_id": task_id}).first(),
-            one_statement=True,
+            self.where,
+            lambda: self._tables_checked(
+                lambda: self._fast_select.run(self.engine, {"task_id": task_id})
+            ),
         )
         return None if row is None else self._meta(row)
 
@@ -336,7 +331,7 @@ class DatabaseBackend:
             return rows
 
         rows = self._run(f"reading {len(task_ids)} tasks", read, one_statement=True)
-        return {row.task_id: self._meta(row) for row in rows}
+        return {row.task_id: self._meta(row._mapping) for row in rows}
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
