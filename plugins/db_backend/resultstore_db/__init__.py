@@ -109,6 +109,11 @@ class DatabaseBackend:
             for overwrite in (False, True)
             if self.dialect in ("postgresql", "sqlite")
         }
+        any_id = task.c.task_id == sa.any_(
+            sa.bindparam("ids", type_=postgresql.ARRAY(sa.String), required=False)
+        )
+        self._fast_any = FastStatement(dialect, sa.select(task).where(any_id))
+        self._fast_in_lists: dict[int, FastStatement] = {}
         if create:
             self.create_tables()
 
@@ -317,21 +322,32 @@ class DatabaseBackend:
 
     @hookimpl
     def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
-        task = self.tables.task
-
-        def read(conn: Connection) -> list[Any]:
+        def read() -> list[dict[str, Any]]:
             if self.dialect == "postgresql":
                 # One array parameter, not a long IN list: one plan, any number of ids.
-                ids = sa.bindparam("ids", list(task_ids), type_=postgresql.ARRAY(sa.String))
-                return list(conn.execute(sa.select(task).where(task.c.task_id == sa.any_(ids))))
-            rows: list[Any] = []
+                return self._fast_any.rows(self.engine, {"ids": list(task_ids)})
+            rows: list[dict[str, Any]] = []
             for start in range(0, len(task_ids), _IN_CHUNK):
-                chunk = list(task_ids[start : start + _IN_CHUNK])
-                rows += conn.execute(sa.select(task).where(task.c.task_id.in_(chunk))).all()
+                statement, params = self._fast_in(task_ids[start : start + _IN_CHUNK])
+                rows += statement.rows(self.engine, params)
             return rows
 
-        rows = self._run(f"reading {len(task_ids)} tasks", read, one_statement=True)
-        return {row.task_id: self._meta(row._mapping) for row in rows}
+        what = f"reading {len(task_ids)} tasks"
+        rows = self.retry.run(what, self.where, lambda: self._tables_checked(read))
+        return {row["task_id"]: self._meta(row) for row in rows}
+
+    def _fast_in(self, chunk: Sequence[str]) -> tuple[FastStatement, dict[str, str]]:
+        """``task_id IN (...)`` for ``chunk``, with room for 10, 100 or _IN_CHUNK ids: a
+        few statements, each prepared once by the driver, padded with the first id."""
+        size = next(size for size in (10, 100, _IN_CHUNK) if len(chunk) <= size)
+        statement = self._fast_in_lists.get(size)
+        if statement is None:
+            task = self.tables.task
+            ids: list[Any] = [sa.bindparam(f"id{i}", required=False) for i in range(size)]
+            select = sa.select(task).where(task.c.task_id.in_(ids))
+            statement = self._fast_in_lists[size] = FastStatement(self.engine.dialect, select)
+        padded = [*chunk, *[chunk[0]] * (size - len(chunk))]
+        return statement, {f"id{i}": task_id for i, task_id in enumerate(padded)}
 
     @hookimpl
     def forget(self, task_id: str) -> bool:

@@ -12,12 +12,14 @@ invalidated on a disconnect, so the retry policy treats them as before.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+
+T = TypeVar("T")
 
 
 class FastStatement:
@@ -54,6 +56,23 @@ class FastStatement:
 
     def run(self, engine: Engine, params: Mapping[str, Any], *, write: bool = False) -> Any:
         """Execute and return the first row (a dict for a SELECT), or ``None``."""
+        row = self._execute(engine, params, write, lambda cursor: cursor.fetchone())
+        return row if row is None or not self.columns else self._row(row)
+
+    def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """Execute a SELECT and return every row as a dict."""
+        return [self._row(row) for row in self._execute(engine, params, False, _fetchall)]
+
+    def _row(self, row: Sequence[Any]) -> dict[str, Any]:
+        found = dict(zip(self.columns, row, strict=True))
+        for name in self.dates:
+            if isinstance(found[name], str):
+                found[name] = datetime.fromisoformat(found[name])
+        return found
+
+    def _execute(
+        self, engine: Engine, params: Mapping[str, Any], write: bool, fetch: Callable[[Any], T]
+    ) -> T:
         error = engine.dialect.loaded_dbapi.Error
         try:
             connection = engine.raw_connection()
@@ -66,9 +85,10 @@ class FastStatement:
                 driver.autocommit = True
             cursor = connection.cursor()
             cursor.execute(self.sql, self._params(params))
-            row = cursor.fetchone()
+            found = fetch(cursor)
             if write and not self.autocommit:
                 connection.commit()
+            return found
         except error as exc:
             raise _wrap(engine.dialect, self.sql, exc, params, connection, cursor) from exc
         finally:
@@ -77,13 +97,10 @@ class FastStatement:
             if self.autocommit and connection.is_valid:
                 driver.autocommit = False
             connection.close()  # back to the pool
-        if row is None or not self.columns:
-            return row
-        found = dict(zip(self.columns, row, strict=True))
-        for name in self.dates:
-            if isinstance(found[name], str):
-                found[name] = datetime.fromisoformat(found[name])
-        return found
+
+
+def _fetchall(cursor: Any) -> Any:
+    return cursor.fetchall()
 
 
 def _wrap(
