@@ -13,12 +13,13 @@ import json
 import os
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from . import __version__, _registry
-from ._backend import Backend
+from ._backend import Backend, validate_task_id
 from ._errors import (
     AmbiguousBackend,
     BackendNotFound,
@@ -28,6 +29,7 @@ from ._errors import (
 )
 from ._meta import EXTENDED_FIELDS, TaskMeta
 from ._plugins import Capability
+from ._serialization import DEFAULT_SERIALIZER
 from ._states import PROPAGATE_STATES, REVOKED
 
 EXIT_OK = 0
@@ -47,9 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
+        # Every id before any is acted on: a usage error (exit 2) must have changed nothing.
+        for task_id in getattr(args, "task_ids", ()):
+            validate_task_id(task_id)
         return int(args.command(args))
     except UsageError as exc:
         parser.error(str(exc))  # exits 2
+    except BrokenPipeError:  # `resultstore show ... | head`: the reader has all it wanted
+        # Python flushes stdout at exit: point it at nothing so that does not fail too.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except TimeoutError as exc:
         _fail(f"timed out: {exc}")
         return EXIT_TIMEOUT
@@ -93,7 +102,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         )
     widths = [max(len(row[i]) for row in table) for i in range(4)]
     for *cells, status in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)), status)
+        row = "  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True))
+        print(f"{row}  {status}")
     return EXIT_OK
 
 
@@ -164,7 +174,8 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from . import demo
 
-    return demo.main([args.url] if args.url else [])
+    url = args.url or args.backend  # --backend is accepted here too: do not ignore it
+    return demo.main([url] if url else [])
 
 
 # --- helpers ------------------------------------------------------------------------------
@@ -176,7 +187,10 @@ def _backend(args: argparse.Namespace) -> Iterator[Backend]:
     if not url:
         raise UsageError(f"no backend: pass --backend URL or set {ENV_BACKEND}")
     accept = args.accept.split(",") if args.accept else None
-    with Backend(url, accept_content=accept) as backend:
+    # The commands write only revocations: in a serializer the user accepts (the
+    # backend refuses a result_serializer missing from result_accept_content).
+    serializer = DEFAULT_SERIALIZER if not accept or DEFAULT_SERIALIZER in accept else accept[0]
+    with Backend(url, serializer=serializer, accept_content=accept) as backend:
         yield backend
 
 
@@ -285,14 +299,15 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float:
+def _seconds(text: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value >= 0:
-        raise argparse.ArgumentTypeError(f"must not be negative: {text!r}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
+    # Longer than a lock can wait (inf, 1e10) is forever: the wait would raise OverflowError.
+    return None if value > threading.TIMEOUT_MAX else value
 
 
 if __name__ == "__main__":

@@ -61,7 +61,8 @@ def tour(url: str) -> int:
             one = square_task.delay(3)
             print(f"square.delay(3) -> {one.id}")
             print(f"  get(timeout=30) -> {one.get(timeout=30)}  (state {one.state})")
-            print(f"  ran as {one.name}{tuple(one.args or ())} on worker {one.worker}")
+            call = ", ".join(map(repr, one.args or ()))
+            print(f"  ran as {one.name}({call}) on worker {one.worker}")
 
             group = executor.group([square_task.s(n) for n in range(1, 5)] + [divide_task.s(7)])
             print(f"submitted group {group.id} of {len(group)} tasks; watching:")
