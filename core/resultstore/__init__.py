@@ -26,6 +26,7 @@ from ._errors import (
 )
 from ._hookspecs import NotifyChannel, OnChange, hookimpl, hookspec
 from ._kv import KeyValueStore
+from ._loops import PerLoop
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import BackendConfig, Capability
 from ._registry import installed_schemes, register_backend, resolve, unregister_backend
@@ -81,6 +82,7 @@ __all__ = [
     "KeyValueStore",
     "NotifyChannel",
     "OnChange",
+    "PerLoop",
     "PluginValidationError",
     "RemoteError",
     "RemoteTraceback",
