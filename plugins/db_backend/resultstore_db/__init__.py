@@ -11,7 +11,9 @@ statement), and push waits through LISTEN on PostgreSQL. Expiry is
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +27,7 @@ from resultstore import (
     Capability,
     GroupMeta,
     OnChange,
+    PerLoop,
     ResultStoreError,
     TaskMeta,
     hookimpl,
@@ -34,6 +37,8 @@ from . import _engine
 from ._schema import Tables, make_tables
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from ._listen import ListenChannel
 
 __all__ = ["DatabaseBackend", "MissingTablesError", "create_tables"]
@@ -59,6 +64,25 @@ _STORED = (
 )  # fmt: skip
 CLEANUP_BATCH = 1000
 _IN_CHUNK = 500  # ids per IN (...) list on engines without arrays
+# What a store, read or delete runs: its description, the function of a connection,
+# and whether that function is a single statement (see DatabaseBackend._run).
+_Op = tuple[str, Callable[[Connection], Any], bool]
+
+
+@dataclass(frozen=True)
+class _AsyncEngines:
+    """One event loop's async engine, and its autocommit view."""
+
+    engine: AsyncEngine
+    autocommit: AsyncEngine
+
+
+def _has_async_twin(dialect: str) -> bool:
+    """PostgreSQL through psycopg's asyncio connection (SQLAlchemy's async engine needs
+    greenlet); the other dialects run their sync hooks in a worker thread."""
+    return dialect == "postgresql" and all(
+        importlib.util.find_spec(module) is not None for module in ("psycopg", "greenlet")
+    )
 
 
 class DatabaseBackend:
@@ -96,7 +120,10 @@ class DatabaseBackend:
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if self.dialect == "postgresql":
             caps.add(Capability.PUSH)
+        if _has_async_twin(self.dialect):
+            caps.add(Capability.ASYNC)
         self.capabilities = frozenset(caps)
+        self._async = PerLoop(self._open_async, _dispose)
         self._channels: list[ListenChannel] = []
         self._upserts: dict[bool, Any] = {}
         task = self.tables.task
@@ -110,7 +137,35 @@ class DatabaseBackend:
     def engine(self) -> Engine:
         return _engine.engine_for(self.url, self.engine_options)
 
-    def _run(self, what: str, fn: Any, *, one_statement: bool = False) -> Any:
+    def _open_async(self) -> _AsyncEngines:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(
+            self.url.set(drivername="postgresql+psycopg"), **self.engine_options
+        )
+        if not self.engine_options.get("pool_pre_ping"):
+            _engine.ping_when_idle(engine.sync_engine)
+        return _AsyncEngines(engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    async def _arun(self, what: str, fn: Any, one_statement: bool = False) -> Any:
+        """:meth:`_run` on this loop's async engine: ``fn`` runs through ``run_sync``
+        (SQLAlchemy awaits the driver underneath), with the same retries."""
+        engines = await self._async.get()
+
+        async def attempt() -> Any:
+            try:
+                if one_statement:
+                    async with engines.autocommit.connect() as conn:
+                        return await conn.run_sync(fn)
+                async with engines.engine.begin() as conn:
+                    return await conn.run_sync(fn)
+            except sa.exc.DBAPIError as exc:
+                self._raise_if_missing_tables(exc)
+                raise
+
+        return await self.retry.arun(what, self.where, attempt)
+
+    def _run(self, what: str, fn: Any, one_statement: bool = False) -> Any:
         """Run ``fn(connection)`` in one transaction, retrying transient errors.
 
         ``one_statement``: ``fn`` runs a single statement, atomic by itself; where
@@ -134,8 +189,11 @@ class DatabaseBackend:
         try:
             return attempt()
         except sa.exc.DBAPIError as exc:
-            if not _missing_table(exc):
-                raise
+            self._raise_if_missing_tables(exc)
+            raise
+
+    def _raise_if_missing_tables(self, exc: sa.exc.DBAPIError) -> None:
+        if _missing_table(exc):
             names = ", ".join(t.fullname for t in self.tables.metadata.sorted_tables)
             raise MissingTablesError(
                 f"the result tables ({names}) are missing on {self.where}: "
@@ -212,6 +270,13 @@ class DatabaseBackend:
 
     @hookimpl
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        return bool(self._run(*self._store(meta, overwrite)))
+
+    @hookimpl
+    async def async_store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        return bool(await self._arun(*self._store(meta, overwrite)))
+
+    def _store(self, meta: TaskMeta, overwrite: bool) -> _Op:
         values = self._row_values(meta)
         attempts = 0
 
@@ -232,13 +297,7 @@ class DatabaseBackend:
                 return self._holds(conn, meta.task_id, values)
             return written
 
-        return bool(
-            self._run(
-                f"storing task {meta.task_id!r}",
-                store,
-                one_statement=self.dialect in ("postgresql", "sqlite"),
-            )
-        )
+        return f"storing task {meta.task_id!r}", store, self.dialect in ("postgresql", "sqlite")
 
     def _holds(self, conn: Connection, task_id: str, values: dict[str, Any]) -> bool:
         """Whether the row of ``task_id`` holds the state, result and traceback of ``values``."""
@@ -313,15 +372,31 @@ class DatabaseBackend:
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
-        row = self._run(
-            f"reading task {task_id!r}",
-            lambda conn: conn.execute(self._select_one, {"task_id": task_id}).first(),
-            one_statement=True,
-        )
+        return self._meta_or_none(self._run(*self._get(task_id)))
+
+    @hookimpl
+    async def async_get(self, task_id: str) -> TaskMeta | None:
+        return self._meta_or_none(await self._arun(*self._get(task_id)))
+
+    def _get(self, task_id: str) -> _Op:
+        def read(conn: Connection) -> Any:
+            return conn.execute(self._select_one, {"task_id": task_id}).first()
+
+        return f"reading task {task_id!r}", read, True
+
+    def _meta_or_none(self, row: Any) -> TaskMeta | None:
         return None if row is None else self._meta(row)
 
     @hookimpl
     def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        return {row.task_id: self._meta(row) for row in self._run(*self._get_many(task_ids))}
+
+    @hookimpl
+    async def async_get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        rows = await self._arun(*self._get_many(task_ids))
+        return {row.task_id: self._meta(row) for row in rows}
+
+    def _get_many(self, task_ids: Sequence[str]) -> _Op:
         task = self.tables.task
 
         def read(conn: Connection) -> list[Any]:
@@ -335,18 +410,24 @@ class DatabaseBackend:
                 rows += conn.execute(sa.select(task).where(task.c.task_id.in_(chunk))).all()
             return rows
 
-        rows = self._run(f"reading {len(task_ids)} tasks", read, one_statement=True)
-        return {row.task_id: self._meta(row) for row in rows}
+        return f"reading {len(task_ids)} tasks", read, True
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
+        return bool(self._run(*self._forget(task_id)))
+
+    @hookimpl
+    async def async_forget(self, task_id: str) -> bool:
+        return bool(await self._arun(*self._forget(task_id)))
+
+    def _forget(self, task_id: str) -> _Op:
         task, revoked = self.tables.task, self.tables.revoked
 
         def delete(conn: Connection) -> bool:
             conn.execute(revoked.delete().where(revoked.c.task_id == task_id))
             return bool(conn.execute(task.delete().where(task.c.task_id == task_id)).rowcount)
 
-        return bool(self._run(f"forgetting task {task_id!r}", delete))
+        return f"forgetting task {task_id!r}", delete, False
 
     @hookimpl
     def save_group(self, meta: GroupMeta, ttl: float | None) -> bool:
@@ -467,9 +548,14 @@ class DatabaseBackend:
         for channel in self._channels:
             channel.close()
         self._channels.clear()
+        self._async.close()
 
     def subscribed_ids(self) -> frozenset[str]:
         return frozenset().union(*(c.subscribed_ids() for c in self._channels))
+
+
+async def _dispose(engines: _AsyncEngines) -> None:
+    await engines.engine.dispose()
 
 
 def create_tables(url: str, **options: Any) -> None:
