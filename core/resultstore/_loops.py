@@ -10,6 +10,15 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
+class _Entry(Generic[T]):
+    """One loop's resource: ready once opened; its keeper closes it."""
+
+    def __init__(self, ready: asyncio.Future[T]) -> None:
+        self.ready = ready
+        self.opening: asyncio.Task[None] | None = None
+        self.keeper: AsyncGenerator[None, None] | None = None
+
+
 class PerLoop(Generic[T]):
     """A resource per running event loop, closed when that loop shuts down or on ``close()``.
 
@@ -24,23 +33,32 @@ class PerLoop(Generic[T]):
         self._open = open
         self._close = close
         self._lock = threading.Lock()
-        self._by_loop: dict[asyncio.AbstractEventLoop, tuple[T, AsyncGenerator[None, None]]] = {}
+        self._by_loop: dict[asyncio.AbstractEventLoop, _Entry[T]] = {}
 
     async def get(self) -> T:
         loop = asyncio.get_running_loop()
         with self._lock:
             entry = self._by_loop.get(loop)
-        if entry is not None:
-            return entry[0]
-        resource = self._open()
-        keeper = self._keep(loop, resource)
+            if entry is None:
+                # Opened in a task of its own: a caller cancelled meanwhile must not
+                # leave a half-opened resource that nobody closes.
+                entry = self._by_loop[loop] = _Entry(loop.create_future())
+                entry.opening = loop.create_task(self._start(loop, entry))
+        return await asyncio.shield(entry.ready)
+
+    async def _start(self, loop: asyncio.AbstractEventLoop, entry: _Entry[T]) -> None:
+        try:
+            # Off the loop: building a client can import and set up a driver (tens of ms).
+            resource = await asyncio.to_thread(self._open)
+        except BaseException as exc:
+            with self._lock:
+                self._by_loop.pop(loop, None)
+            entry.ready.set_exception(exc)
+            return
+        entry.keeper = self._keep(loop, resource)
         # Started, the generator is known to the loop, which closes it at shutdown.
-        # Its first step does not suspend, so no other coroutine of this loop can
-        # open a second resource meanwhile.
-        await keeper.__anext__()
-        with self._lock:
-            self._by_loop[loop] = (resource, keeper)
-        return resource
+        await entry.keeper.__anext__()
+        entry.ready.set_result(resource)
 
     async def _keep(
         self, loop: asyncio.AbstractEventLoop, resource: T
@@ -58,8 +76,9 @@ class PerLoop(Generic[T]):
         generators took its resource's sockets with it; nothing is left to do there."""
         with self._lock:
             entries, self._by_loop = self._by_loop, {}
-        for loop, (_, keeper) in entries.items():
-            if loop.is_closed():
+        for loop, entry in entries.items():
+            keeper = entry.keeper
+            if keeper is None or loop.is_closed():
                 continue
             if not loop.is_running():
                 loop.run_until_complete(keeper.aclose())
