@@ -473,7 +473,8 @@ class BackendTests:
         async def main() -> list[str]:
             seen: list[str] = []
             await backend.astore_result(ids[order[0]], "first", SUCCESS)
-            async for member in ResultSet([AsyncResult(t, other) for t in ids]):
+            group = ResultSet([AsyncResult(t, other) for t in ids])
+            async for member in group.aas_completed(timeout=self.wait_timeout):
                 seen.append(member.id)
                 if len(seen) < len(order):  # the next one only once this one arrived
                     await backend.astore_result(ids[order[len(seen)]], len(seen), SUCCESS)
