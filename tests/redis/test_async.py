@@ -6,16 +6,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 import time
-from collections.abc import Iterator
 
-import pytest
 import redis
 
 from resultstore import AsyncResult, Backend
 from resultstore.testing._suite import await_until
 
 from ..asyncio_checks import slow_callbacks_during
-from .conftest import transport
 from .test_leaks import (
     assert_no_subscriptions_left,
     assert_nothing_left_in,
@@ -24,25 +21,6 @@ from .test_leaks import (
 )
 
 AWAITS = 10_000
-
-
-@pytest.fixture
-def backend(redis_url: str, keyprefix: str) -> Iterator[Backend]:
-    with Backend(redis_url, options=transport(keyprefix)) as b:
-        yield b
-
-
-@pytest.fixture
-def provider(redis_url: str, keyprefix: str) -> Iterator[Backend]:
-    with Backend(redis_url, options=transport(keyprefix)) as b:
-        yield b
-
-
-@pytest.fixture
-def server(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 def test_get_join_and_store_never_block_the_loop(backend: Backend, provider: Backend) -> None:
