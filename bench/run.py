@@ -27,7 +27,7 @@ import redis
 from celery_bench import celery_redis_rows, celery_sql_rows
 from common import LARGE, SMALL, Row, meta_json, percentile, rate, table
 from sql_bench import sql_rows
-from waits import wait_latencies
+from waits import await_latencies, wait_latencies
 
 import resultstore
 from resultstore import AsyncResult, Backend, GroupResult
@@ -80,17 +80,41 @@ def redis_rows(url: str, repeat: int, n: int, waits: int) -> list[Row]:
             for chunk in range(0, len(keys), 500):
                 client.delete(*keys[chunk : chunk + 500])
 
+    backend.close()
+    client.close()
+    return list(rows.values()) + redis_wait_rows(url, repeat, waits)
+
+
+def redis_wait_rows(url: str, repeat: int, waits: int) -> list[Row]:
+    """Wake-up latency: a thread in wait_for and a coroutine in aget, each next to its raw
+    driver's pub/sub (redis-py, redis.asyncio), in one run."""
+    rows: dict[str, Row] = {}
+
+    def row(name: str, unit: str, higher: bool = True) -> Row:
+        return rows.setdefault(name, Row(name, unit, higher_is_better=higher))
+
     for _ in range(repeat):
         with Backend(url) as waiting:
             ours = wait_latencies(url, lambda t: waiting.wait_for(t, timeout=10), waits)
+            # The same wake-ups awaited in an event loop, against raw redis.asyncio pub/sub.
+            ours_async = await_latencies(
+                url, lambda t: AsyncResult(t, waiting).aget(timeout=10), waits
+            )
         raw = wait_latencies(url, None, waits)
-        row("wait latency p50", "ms", higher=False).ours.append(statistics.median(ours) * 1000)
-        rows["wait latency p50"].raw.append(statistics.median(raw) * 1000)
-        row("wait latency p99", "ms", higher=False).ours.append(percentile(ours, 0.99) * 1000)
-        rows["wait latency p99"].raw.append(percentile(raw, 0.99) * 1000)
-    backend.close()
-    client.close()
+        raw_async = await_latencies(url, None, waits)
+        for name, mine, theirs in (
+            ("wait latency", ours, raw),
+            ("await latency (asyncio)", ours_async, raw_async),
+        ):
+            for label, figure in (("p50", statistics.median), ("p99", _p99)):
+                r = row(f"{name} {label}", "ms", higher=False)
+                r.ours.append(figure(mine) * 1000)
+                r.raw.append(figure(theirs) * 1000)
     return list(rows.values())
+
+
+def _p99(values: list[float]) -> float:
+    return percentile(values, 0.99)
 
 
 def memory_rows(repeat: int, n: int) -> list[Row]:
@@ -122,9 +146,24 @@ def main() -> None:
     parser.add_argument("--waits", type=int, default=100, help="wake-ups per latency measurement")
     parser.add_argument("--smoke", action="store_true", help="a tiny run, to prove it works")
     parser.add_argument("--write", action="store_true", help="write the table into bench/README.md")
+    parser.add_argument(
+        "--waits-only", action="store_true", help="only Redis wake-up latency (threads, asyncio)"
+    )
     args = parser.parse_args()
     if args.smoke:
         args.repeat, args.n, args.waits = 1, 100, 3
+    if args.waits_only:
+        waits_table = table(redis_wait_rows(args.redis, args.repeat, args.waits))
+        print(waits_table)
+        if args.write:
+            info = (
+                f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, "
+                f"{os.cpu_count()} cores, Python {platform.python_version()}, "
+                f"redis-py {redis.__version__}; {args.repeat} interleaved repetitions of "
+                f"{args.waits} wake-ups (`bench/run.py --waits-only --write`)."
+            )
+            _write_section("<!-- waits -->", "<!-- /waits -->", f"{info}\n\n{waits_table}")
+        return
     sizes = (args.repeat, args.n, args.waits)
     rows = memory_rows(args.repeat, args.n)
     rows += redis_rows(args.redis, args.repeat, args.n, args.waits)
@@ -163,12 +202,15 @@ def main() -> None:
             f"({args.waits} wake-ups per latency figure; {min(args.n, 200)} operations for "
             "Celery's database backend)."
         )
-        readme = HERE / "README.md"
-        text = readme.read_text()
-        start, end = "<!-- results -->", "<!-- /results -->"
-        head, _, rest = text.partition(start)
-        _, _, tail = rest.partition(end)
-        readme.write_text(f"{head}{start}\n{info}\n\n{out}\n{end}{tail}")
+        _write_section("<!-- results -->", "<!-- /results -->", f"{info}\n\n{out}")
+
+
+def _write_section(start: str, end: str, body: str) -> None:
+    """Replace what bench/README.md holds between the markers ``start`` and ``end``."""
+    readme = HERE / "README.md"
+    head, _, rest = readme.read_text().partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
 
 
 if __name__ == "__main__":

@@ -1,15 +1,21 @@
-"""Wake-up latency on Redis: a waiter here, a storer in another process, one monotonic clock."""
+"""Wake-up latency on Redis: a waiter here, a storer in another process, one monotonic clock.
+
+Threads (``wait_latencies``) and coroutines (``await_latencies``) are measured the
+same way against the same storer, each next to its raw driver's pub/sub.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import redis
+import redis.asyncio
 
 STORER = """
 import sys, time
@@ -29,27 +35,50 @@ for line in sys.stdin:
 """
 
 
+class Storer:
+    """The other process: stores a result (``store``) or publishes to its key (``publish``)."""
+
+    def __init__(self, url: str, mode: str) -> None:
+        self._process = subprocess.Popen(
+            [sys.executable, "-c", STORER, mode, url],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def ask(self, key: str, task_id: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(f"{key} {task_id}\n")
+        self._process.stdin.flush()
+
+    def started(self) -> float:
+        """When the storer began the store it was last asked for (its monotonic clock)."""
+        assert self._process.stdout is not None
+        return float(self._process.stdout.readline())
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        self._process.wait(10)
+
+
+def new_key() -> tuple[str, str]:
+    task_id = uuid.uuid4().hex
+    return task_id, f"celery-task-meta-{task_id}"
+
+
 def wait_latencies(url: str, wait: Callable[[str], object] | None, n: int) -> list[float]:
     """Seconds from the store call to the waiter's return, ``n`` times.
 
     ``wait(task_id)`` blocks until the result is there (resultstore, Celery);
     ``None`` measures the limit: a raw pub/sub subscriber and a bare PUBLISH.
     """
-    mode = "publish" if wait is None else "store"
-    storer = subprocess.Popen(
-        [sys.executable, "-c", STORER, mode, url],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert storer.stdin is not None
-    assert storer.stdout is not None
+    storer = Storer(url, "publish" if wait is None else "store")
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     latencies = []
     for _ in range(n):
-        task_id = uuid.uuid4().hex
-        key = f"celery-task-meta-{task_id}"
+        task_id, key = new_key()
         woke: list[float] = []
         if wait is None:
             pubsub.subscribe(key)
@@ -71,9 +100,8 @@ def wait_latencies(url: str, wait: Callable[[str], object] | None, n: int) -> li
         # The waiter is subscribed on the server before the store is asked for.
         while client.pubsub_numsub(key)[0][1] < 1:
             time.sleep(0.0005)
-        storer.stdin.write(f"{key} {task_id}\n")
-        storer.stdin.flush()
-        started = float(storer.stdout.readline())
+        storer.ask(key, task_id)
+        started = storer.started()
         waiter.join(10)
         latencies.append(woke[0] - started)
         if wait is None:
@@ -82,6 +110,56 @@ def wait_latencies(url: str, wait: Callable[[str], object] | None, n: int) -> li
         client.delete(key)
     pubsub.close()
     client.close()
-    storer.stdin.close()
-    storer.wait(10)
+    storer.close()
+    return latencies
+
+
+def await_latencies(
+    url: str, wait: Callable[[str], Awaitable[object]] | None, n: int
+) -> list[float]:
+    """:func:`wait_latencies` for coroutines, in one event loop: ``wait(task_id)`` is
+    awaited (resultstore's ``aget``); ``None`` measures raw ``redis.asyncio`` pub/sub."""
+    return asyncio.run(_await_latencies(url, wait, n))
+
+
+async def _await_latencies(
+    url: str, wait: Callable[[str], Awaitable[object]] | None, n: int
+) -> list[float]:
+    storer = Storer(url, "publish" if wait is None else "store")
+    client = redis.asyncio.Redis.from_url(url)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    latencies = []
+    for _ in range(n):
+        task_id, key = new_key()
+        if wait is None:
+            await pubsub.subscribe(key)
+            await pubsub.get_message(timeout=1)  # the confirmation
+
+            async def block() -> float:
+                while await pubsub.get_message(timeout=10) is None:
+                    pass
+                return time.monotonic()
+
+        else:
+
+            async def block(
+                t: str = task_id, wait: Callable[[str], Awaitable[object]] = wait
+            ) -> float:
+                await wait(t)
+                return time.monotonic()
+
+        waiter = asyncio.ensure_future(block())
+        while (await client.pubsub_numsub(key))[0][1] < 1:
+            await asyncio.sleep(0.0005)
+        storer.ask(key, task_id)
+        # Read the storer's answer in a thread: the loop must be free to wake the waiter.
+        started = await asyncio.to_thread(storer.started)
+        latencies.append(await asyncio.wait_for(waiter, 10) - started)
+        if wait is None:
+            await pubsub.unsubscribe(key)
+            await pubsub.get_message(timeout=1)
+        await client.delete(key)
+    await pubsub.aclose()
+    await client.aclose()
+    storer.close()
     return latencies

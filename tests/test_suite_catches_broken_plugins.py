@@ -125,5 +125,6 @@ def test_suite_fails_exactly_the_broken_capabilities(pytester: pytest.Pytester) 
         "TestIgnoresTTL::test_ttl_expiry",
         "TestLosesWakeups::test_push_wakes_a_blocked_waiter",
         "TestLosesWakeups::test_push_loses_no_wakeup",
+        "TestLosesWakeups::test_async_push_wakes_an_await",
         "TestLiesAboutGroups::test_groups",
     }

@@ -28,6 +28,7 @@ from ._errors import (
 from ._executor import Executor, Signature, Task
 from ._hookspecs import NotifyChannel, OnChange, hookimpl, hookspec
 from ._kv import KeyValueStore
+from ._loops import PerLoop
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import BackendConfig, Capability
 from ._provider import TaskRun, current_run
@@ -85,6 +86,7 @@ __all__ = [
     "KeyValueStore",
     "NotifyChannel",
     "OnChange",
+    "PerLoop",
     "PluginValidationError",
     "RemoteError",
     "RemoteTraceback",

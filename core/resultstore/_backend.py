@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 import time
 import traceback as tb_module
 import weakref
@@ -21,6 +23,7 @@ from ._errors import (
     UnsupportedOperation,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
+from ._hookspecs import ASYNC_PREFIX
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import (
     BackendConfig,
@@ -41,7 +44,17 @@ from ._states import (
     SUCCESS,
 )
 from ._url import URL
-from ._wait import OnMessage, Progress, ReadyIterator, poll_wait, push_wait
+from ._wait import (
+    AsyncReadyIterator,
+    OnMessage,
+    Plan,
+    Progress,
+    ReadyIterator,
+    arun,
+    poll_plan,
+    push_plan,
+    run,
+)
 from ._waiting import WaitHub
 
 if TYPE_CHECKING:
@@ -276,6 +289,44 @@ class Backend:
         final state. Raises :class:`EncodeError` (storing nothing) when the
         result cannot be serialized.
         """
+        meta = self._task_meta(task_id, result, state, traceback, request)
+        written = bool(
+            self._hook.store_result(meta=meta, ttl=self._ttl(expires), overwrite=overwrite)
+        )
+        self._hook.result_stored(meta=meta, written=written)
+        return written
+
+    async def astore_result(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None = None,
+        request: TaskInfo | None = None,
+        *,
+        expires: Expires | _Default = DEFAULT,
+        overwrite: bool = False,
+    ) -> bool:
+        """:meth:`store_result` for coroutines: never blocks the event loop.
+
+        Observers (``result_stored``) are called on the loop, as they are in the
+        storing thread by :meth:`store_result`.
+        """
+        meta = self._task_meta(task_id, result, state, traceback, request)
+        ttl = self._ttl(expires)
+        written = bool(await self._acall("store_result", meta=meta, ttl=ttl, overwrite=overwrite))
+        self._hook.result_stored(meta=meta, written=written)
+        return written
+
+    def _task_meta(
+        self,
+        task_id: str,
+        result: Any,
+        state: str,
+        traceback: str | None,
+        request: TaskInfo | None,
+    ) -> TaskMeta:
+        """The meta to store: arguments checked, an exception turned into its dict."""
         validate_task_id(task_id)
         if not isinstance(state, str) or not state:
             raise ValueError(f"state must be a non-empty str, got {state!r}")
@@ -288,7 +339,7 @@ class Backend:
             result = exception_to_dict(result, self._probe_encode)
         # Like Celery, the extended fields are written only when there is a request.
         extended = self.config.extended and request is not None
-        meta = TaskMeta(
+        return TaskMeta(
             task_id=task_id,
             status=state,
             result=result,
@@ -305,10 +356,6 @@ class Backend:
             retries=info.retries if extended else None,
             queue=info.queue if extended else None,
         )
-        ttl = self._ttl(expires)
-        written = bool(self._hook.store_result(meta=meta, ttl=ttl, overwrite=overwrite))
-        self._hook.result_stored(meta=meta, written=written)
-        return written
 
     def run(
         self, task_id: str, request: TaskInfo | None = None, *, track_started: bool = True
@@ -393,9 +440,26 @@ class Backend:
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskMeta]:
         """Metas for many ids in one round trip where the plugin can; PENDING for missing."""
-        ids = list(dict.fromkeys(validate_task_id(t) for t in task_ids))
-        found = self._read(ids)
-        return {t: found.get(t) or TaskMeta(t) for t in ids}
+        ids = _unique_ids(task_ids)
+        return _or_pending(ids, self._read(ids))
+
+    async def aget_task_meta(self, task_id: str) -> TaskMeta:
+        """:meth:`get_task_meta` for coroutines: never blocks the event loop."""
+        meta: TaskMeta | None = await self._acall("get", task_id=validate_task_id(task_id))
+        return meta if meta is not None else TaskMeta(task_id)
+
+    async def aget_many(self, task_ids: Iterable[str]) -> dict[str, TaskMeta]:
+        """:meth:`get_many` for coroutines: never blocks the event loop."""
+        ids = _unique_ids(task_ids)
+        return _or_pending(ids, await self._aread(ids))
+
+    async def _acall(self, hook: str, **kwargs: Any) -> Any:
+        """A storage hook from a coroutine: the plugin's async twin where it declares
+        ``async``, else the sync hook in a worker thread (never on the loop)."""
+        if Capability.ASYNC in self.capabilities:
+            pending = getattr(self._hook, ASYNC_PREFIX + hook)(**kwargs)
+            return None if pending is None else await pending
+        return await asyncio.to_thread(getattr(self._hook, hook), **kwargs)
 
     def get_state(self, task_id: str) -> str:
         return self.get_task_meta(task_id).status
@@ -422,18 +486,28 @@ class Backend:
             return {}
         if len(task_ids) > 1 and Capability.GET_MANY in self.capabilities:
             return self._hook.get_many(task_ids=task_ids) or {}
-        found = {}
-        for task_id in task_ids:
-            meta = self._hook.get(task_id=task_id)
-            if meta is not None:
-                found[task_id] = meta
-        return found
+        metas = [self._hook.get(task_id=task_id) for task_id in task_ids]
+        return {t: m for t, m in zip(task_ids, metas, strict=True) if m is not None}
+
+    async def _aread(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        if not task_ids:
+            return {}
+        if Capability.ASYNC not in self.capabilities:
+            return await asyncio.to_thread(self._read, task_ids)
+        if len(task_ids) > 1 and Capability.GET_MANY in self.capabilities:
+            return await self._hook.async_get_many(task_ids=task_ids) or {}
+        metas = [await self._hook.async_get(task_id=task_id) for task_id in task_ids]
+        return {t: m for t, m in zip(task_ids, metas, strict=True) if m is not None}
 
     # --- removal, expiry, revocation ----------------------------------------------
 
     def forget(self, task_id: str) -> bool:
         """Delete what is stored for ``task_id``. Idempotent; returns whether it existed."""
         return bool(self._hook.forget(task_id=validate_task_id(task_id)))
+
+    async def aforget(self, task_id: str) -> bool:
+        """:meth:`forget` for coroutines: never blocks the event loop."""
+        return bool(await self._acall("forget", task_id=validate_task_id(task_id)))
 
     def cleanup(self, progress: Callable[[int], None] | None = None) -> int:
         """Delete expired results now and return how many (0 where the engine expires them).
@@ -529,12 +603,42 @@ class Backend:
         Push plugins wake the wait; others are polled from 1 ms backing off to
         ``interval``. ``timeout`` is one deadline for all ids.
         """
-        ids = list(dict.fromkeys(validate_task_id(t) for t in task_ids))
+        plan, push = self._wait_plan(task_ids, timeout, interval, on_message)
+        return ReadyIterator(run(plan, self._read, self._hub if push else None))
+
+    def aiter_ready(
+        self,
+        task_ids: Iterable[str],
+        timeout: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        on_message: OnMessage | None = None,
+    ) -> AsyncReadyIterator:
+        """:meth:`iter_ready` for coroutines: ``async for`` (and ``async with``) over the metas.
+
+        Push wake-ups come through the same channel as the threads' (no thread and
+        no poll per waiter); reads use the plugin's async twin or a worker thread.
+        A cancelled or timed-out wait leaves no subscription behind.
+        """
+        plan, push = self._wait_plan(task_ids, timeout, interval, on_message)
+        hub = self._hub.for_coroutines() if push else None
+        return AsyncReadyIterator(arun(plan, self._aread, hub))
+
+    def _wait_plan(
+        self,
+        task_ids: Iterable[str],
+        timeout: float | None,
+        interval: float,
+        on_message: OnMessage | None,
+    ) -> tuple[Plan, bool]:
+        """The checked arguments' wait plan, and whether it waits by push."""
+        ids = _unique_ids(task_ids)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                 raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-            if timeout < 0:
-                raise ValueError(f"timeout must not be negative, got {timeout!r}")
+            if not timeout >= 0:
+                raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
+            if timeout > threading.TIMEOUT_MAX:
+                timeout = None  # longer than a lock can wait (inf): wait without a deadline
         if isinstance(interval, bool) or not isinstance(interval, (int, float)):
             raise TypeError(f"interval must be a number of seconds, got {interval!r}")
         if interval <= 0:
@@ -542,14 +646,20 @@ class Backend:
         deadline = None if timeout is None else time.monotonic() + timeout
         progress = Progress(ids, timeout, on_message)
         if Capability.PUSH in self.capabilities:
-            gen = push_wait(self._hub, self._read, repr(self), progress, deadline)
-        else:
-            gen = poll_wait(self._read, progress, deadline, float(interval))
-        return ReadyIterator(gen)
+            return push_plan(progress, deadline, repr(self)), True
+        return poll_plan(progress, deadline, float(interval)), False
 
     def waiting_ids(self) -> frozenset[str]:
-        """Ids that some thread in this process is waiting on through push now."""
+        """Ids that some thread or coroutine in this process is waiting on through push now."""
         return self._hub.waiting_ids()
+
+
+def _unique_ids(task_ids: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(validate_task_id(t) for t in task_ids))
+
+
+def _or_pending(ids: list[str], found: Mapping[str, TaskMeta]) -> dict[str, TaskMeta]:
+    return {t: found.get(t) or TaskMeta(t) for t in ids}
 
 
 # After a fork the child must not share the parent's push channel (its listener

@@ -3,12 +3,14 @@
 Storage hooks are ``firstresult``: the storage plugin answers them. Wrappers
 (metrics, tracing, compression, encryption) implement the same hooks with
 ``@hookimpl(wrapper=True)`` and ``return (yield)``. Observers implement
-``result_stored``. docs/writing-a-plugin.md is the guide for plugin authors.
+``result_stored``. The ``async_*`` hooks are the asyncio twins of the storage
+hooks (capability ``async``). docs/writing-a-plugin.md is the guide for plugin
+authors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Protocol
 
 import pluggy
@@ -112,6 +114,37 @@ def is_revoked(task_id: str) -> bool | None:
     """Capability ``revoke``: whether ``task_id`` was recorded as revoked."""
 
 
+# --- capability ``async``: asyncio twins of the storage hooks ------------------
+#
+# Implemented with ``async def`` (and only so): pluggy calls the implementation,
+# which returns a coroutine without running it, and the core awaits that. Each
+# twin keeps the contract of its sync hook and must never block the event loop
+# (use the engine's asyncio client). A plugin without ``async`` is still usable
+# from asyncio: the core runs its sync hooks in a worker thread.
+
+
+@hookspec(firstresult=True)
+def async_store_result(
+    meta: TaskMeta, ttl: float | None, overwrite: bool
+) -> Awaitable[bool] | None:
+    """Capability ``async``: ``store_result`` without blocking the loop (same contract)."""
+
+
+@hookspec(firstresult=True)
+def async_get(task_id: str) -> Awaitable[TaskMeta | None] | None:
+    """Capability ``async``: ``get`` without blocking the loop (same contract)."""
+
+
+@hookspec(firstresult=True)
+def async_forget(task_id: str) -> Awaitable[bool] | None:
+    """Capability ``async``: ``forget`` without blocking the loop (same contract)."""
+
+
+@hookspec(firstresult=True)
+def async_get_many(task_ids: Sequence[str]) -> Awaitable[Mapping[str, TaskMeta]] | None:
+    """Capabilities ``async`` and ``get_many``: ``get_many`` without blocking the loop."""
+
+
 # --- every plugin -------------------------------------------------------------
 
 
@@ -126,3 +159,4 @@ def close() -> None:
 
 
 REQUIRED_HOOKS = ("store_result", "get", "forget")
+ASYNC_PREFIX = "async_"

@@ -121,7 +121,12 @@ class KeyValueStore:
 
     @hookimpl
     def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
-        values = self.kv_mget([self.task_key(t) for t in task_ids])
+        return self.decode_many(task_ids, self.kv_mget([self.task_key(t) for t in task_ids]))
+
+    def decode_many(
+        self, task_ids: Sequence[str], values: Sequence[bytes | None]
+    ) -> dict[str, TaskMeta]:
+        """The metas of a multi-get's values (one per id, ``None`` where missing)."""
         return {
             t: self.decode_meta(t, v)
             for t, v in zip(task_ids, values, strict=True)

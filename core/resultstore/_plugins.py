@@ -26,6 +26,7 @@ class Capability(str, enum.Enum):
     GROUPS = "groups"
     CLEANUP = "cleanup"
     REVOKE = "revoke"
+    ASYNC = "async"
 
     def __str__(self) -> str:
         return self.value
@@ -39,6 +40,11 @@ CAPABILITY_HOOKS: Mapping[Capability, tuple[str, ...]] = {
     Capability.GROUPS: ("save_group", "get_group", "forget_group"),
     Capability.CLEANUP: ("cleanup",),
     Capability.REVOKE: ("revoke", "is_revoked"),
+    Capability.ASYNC: ("async_store_result", "async_get", "async_forget"),
+}
+# Hooks two capabilities need together: the asyncio twin of a native path.
+JOINT_HOOKS: Mapping[frozenset[Capability], tuple[str, ...]] = {
+    frozenset({Capability.ASYNC, Capability.GET_MANY}): ("async_get_many",),
 }
 
 _SPECS: dict[str, inspect.Signature] = {
@@ -96,7 +102,8 @@ def validate_plugin(pm: pluggy.PluginManager, plugin: object, *, storage: bool) 
     Names the plugin, the hook and what is wrong: a misspelt hook name, an
     argument the spec does not have, a coroutine where a function is due, a
     hook-named method without ``@hookimpl``, a missing required hook, or a
-    capability without the hooks it needs.
+    capability without the hooks it needs. The ``async_*`` hooks are the other
+    way round: their implementations must be ``async def``.
     """
     name = plugin_name(plugin)
     marked: set[str] = set()
@@ -119,11 +126,16 @@ def validate_plugin(pm: pluggy.PluginManager, plugin: object, *, storage: bool) 
                 raise PluginValidationError(
                     f"plugin {name} does not implement the required hook {hook!r}"
                 )
-        for cap in declared_capabilities(plugin):
-            missing = [hook for hook in CAPABILITY_HOOKS[cap] if hook not in marked]
+        caps = declared_capabilities(plugin)
+        needs = {frozenset({cap}): CAPABILITY_HOOKS[cap] for cap in Capability if cap in caps}
+        needs.update((joint, hooks) for joint, hooks in JOINT_HOOKS.items() if joint <= caps)
+        for declared, hooks in needs.items():
+            missing = [hook for hook in hooks if hook not in marked]
             if missing:
+                what = " and ".join(repr(cap.value) for cap in Capability if cap in declared)
+                noun = "capabilities" if len(declared) > 1 else "capability"
                 raise PluginValidationError(
-                    f"plugin {name} declares capability {cap.value!r} but does not implement "
+                    f"plugin {name} declares {noun} {what} but does not implement "
                     f"{', '.join(repr(m) for m in missing)}"
                 )
 
@@ -135,7 +147,15 @@ def _check_impl(plugin: str, attr: str, func: Callable[..., Any], opts: Mapping[
         close = difflib.get_close_matches(hook, _SPECS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise PluginValidationError(f"plugin {plugin}: unknown hook {hook!r}{hint}")
-    if inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+    wraps = opts.get("wrapper") or opts.get("hookwrapper")
+    if hook.startswith(_hookspecs.ASYNC_PREFIX) and not wraps:
+        if not inspect.iscoroutinefunction(func):
+            twin = hook.removeprefix(_hookspecs.ASYNC_PREFIX)
+            raise PluginValidationError(
+                f"plugin {plugin}: hook {hook!r} must be 'async def' (the asyncio twin of {twin!r})"
+            )
+    elif inspect.iscoroutinefunction(func) or inspect.isasyncgenfunction(func):
+        # Wrappers of the async_* hooks too: they are generators around the coroutine.
         raise PluginValidationError(
             f"plugin {plugin}: hook {hook!r} must be a plain function, not 'async def'"
         )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
-from contextlib import closing
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Iterator, Sequence
+from contextlib import aclosing, closing
 from datetime import datetime
 from typing import Any, NoReturn
 
@@ -37,7 +37,15 @@ class AsyncResult:
     def _get_meta(self) -> TaskMeta:
         if self._cache is not None:
             return self._cache
-        meta = self.backend.get_task_meta(self.id)
+        return self._keep(self.backend.get_task_meta(self.id))
+
+    async def _aget_meta(self) -> TaskMeta:
+        if self._cache is not None:
+            return self._cache
+        return self._keep(await self.backend.aget_task_meta(self.id))
+
+    def _keep(self, meta: TaskMeta) -> TaskMeta:
+        """Cache a ready meta: it never changes again."""
         if meta.ready:
             self._cache = meta
         return meta
@@ -110,6 +118,14 @@ class AsyncResult:
         """Whether anything is stored: tells an unknown id from a PENDING one."""
         return self._cache is not None or self.backend.exists(self.id)
 
+    async def astate(self) -> str:
+        """:attr:`state` for coroutines (a property cannot be awaited)."""
+        return (await self._aget_meta()).status
+
+    async def aready(self) -> bool:
+        """:meth:`ready` for coroutines."""
+        return (await self.astate()) in READY_STATES
+
     # --- waiting -----------------------------------------------------------------
 
     def get(
@@ -131,7 +147,33 @@ class AsyncResult:
         """
         if disable_sync_subtasks:
             assert_will_not_block()
-        meta = self._wait(timeout, interval, on_message)
+        return self._outcome(self._wait(timeout, interval, on_message), propagate, callback)
+
+    wait = get
+
+    async def aget(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = DEFAULT_INTERVAL,
+        callback: Callback | None = None,
+        on_message: OnMessage | None = None,
+        disable_sync_subtasks: bool = True,
+    ) -> Any:
+        """:meth:`get` for coroutines (``await result`` is ``await result.aget()``).
+
+        Wakes by the plugin's push channel without a thread per waiter and never
+        blocks the event loop. Cancelled (or timed out), it leaves no subscription.
+        """
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        meta = await self._await_meta(timeout, interval, on_message)
+        return self._outcome(meta, propagate, callback)
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self.aget().__await__()
+
+    def _outcome(self, meta: TaskMeta, propagate: bool, callback: Callback | None) -> Any:
         if propagate and meta.status in PROPAGATE_STATES:
             self._raise(meta)
         value = self._value(meta)
@@ -139,13 +181,20 @@ class AsyncResult:
             callback(self.id, value)
         return value
 
-    wait = get
-
     def _wait(
         self, timeout: float | None, interval: float, on_message: OnMessage | None
     ) -> TaskMeta:
         if self._cache is None:
             self._cache = self.backend.wait_for(self.id, timeout, interval, on_message)
+        return self._cache
+
+    async def _await_meta(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> TaskMeta:
+        if self._cache is None:
+            ids = [self.id]
+            async with self.backend.aiter_ready(ids, timeout, interval, on_message) as ready:
+                self._cache = await ready.__anext__()
         return self._cache
 
     def _raise(self, meta: TaskMeta) -> NoReturn:
@@ -207,6 +256,14 @@ class EagerResult(AsyncResult):
         return self._ret_value
 
     def _wait(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> TaskMeta:
+        return self._get_meta()
+
+    async def _aget_meta(self) -> TaskMeta:
+        return self._get_meta()
+
+    async def _await_meta(
         self, timeout: float | None, interval: float, on_message: OnMessage | None
     ) -> TaskMeta:
         return self._get_meta()
@@ -310,19 +367,34 @@ class ResultSet:
         """How many members succeeded (Celery's definition)."""
         return sum(all(m.status == SUCCESS for m in member) for member in self._member_metas())
 
+    def _split_leaves(self) -> tuple[list[AsyncResult], dict[str, AsyncResult]]:
+        """The leaves known to be ready, and the others by id."""
+        leaves = self.leaves()
+        done = [leaf for leaf in leaves if leaf._cache is not None]
+        return done, {leaf.id: leaf for leaf in leaves if leaf._cache is None}
+
     def _completed_leaves(
         self, timeout: float | None, interval: float, on_message: OnMessage | None
     ) -> Generator[AsyncResult, None, None]:
-        leaves = self.leaves()
-        yield from (leaf for leaf in leaves if leaf._cache is not None)
-        by_id = {leaf.id: leaf for leaf in leaves if leaf._cache is None}
+        done, by_id = self._split_leaves()
+        yield from done
         if not by_id:
             return
         with self.backend.iter_ready(list(by_id), timeout, interval, on_message) as ready:
             for meta in ready:
-                leaf = by_id[meta.task_id]
-                leaf._cache = meta
-                yield leaf
+                yield _arrived(by_id, meta)
+
+    async def _acompleted_leaves(
+        self, timeout: float | None, interval: float, on_message: OnMessage | None
+    ) -> AsyncGenerator[AsyncResult, None]:
+        done, by_id = self._split_leaves()
+        for leaf in done:
+            yield leaf
+        if not by_id:
+            return
+        async with self.backend.aiter_ready(list(by_id), timeout, interval, on_message) as ready:
+            async for meta in ready:
+                yield _arrived(by_id, meta)
 
     def as_completed(
         self,
@@ -331,16 +403,26 @@ class ResultSet:
         on_message: OnMessage | None = None,
     ) -> Generator[AsyncResult | GroupResult, None, None]:
         """Yield members as each becomes ready; one deadline for all of them."""
-        pending = {id(m): {leaf.id for leaf in _leaves_of(m)} for m in self.results}
+        members = _Completion(self.results)
         with closing(self._completed_leaves(timeout, interval, on_message)) as done:
             for leaf in done:
-                for member in self.results:
-                    waiting_for = pending.get(id(member))
-                    if waiting_for is not None and leaf.id in waiting_for:
-                        waiting_for.discard(leaf.id)
-                        if not waiting_for:
-                            del pending[id(member)]
-                            yield member
+                yield from members.completed_by(leaf)
+
+    async def aas_completed(
+        self,
+        timeout: float | None = None,
+        interval: float = DEFAULT_INTERVAL,
+        on_message: OnMessage | None = None,
+    ) -> AsyncGenerator[AsyncResult | GroupResult, None]:
+        """:meth:`as_completed` for coroutines (``async for member in result_set``)."""
+        members = _Completion(self.results)
+        async with aclosing(self._acompleted_leaves(timeout, interval, on_message)) as done:
+            async for leaf in done:
+                for member in members.completed_by(leaf):
+                    yield member
+
+    def __aiter__(self) -> AsyncGenerator[AsyncResult | GroupResult, None]:
+        return self.aas_completed()
 
     def join(
         self,
@@ -364,14 +446,27 @@ class ResultSet:
         # not when the traceback holding this frame is freed.
         with closing(self._completed_leaves(timeout, interval, on_message)) as leaves:
             for leaf in leaves:
-                meta = leaf._get_meta()
-                if propagate and meta.status in PROPAGATE_STATES:
-                    leaf._raise(meta)
-                if callback is not None:
-                    callback(leaf.id, leaf._value(meta))
+                leaf._outcome(leaf._get_meta(), propagate, callback)
         return [_value_of(member) for member in self.results]
 
     get = join
+
+    async def ajoin(
+        self,
+        timeout: float | None = None,
+        propagate: bool = True,
+        interval: float = DEFAULT_INTERVAL,
+        callback: Callback | None = None,
+        on_message: OnMessage | None = None,
+        disable_sync_subtasks: bool = True,
+    ) -> list[Any]:
+        """:meth:`join` for coroutines: the values in member order, without blocking the loop."""
+        if disable_sync_subtasks:
+            assert_will_not_block()
+        async with aclosing(self._acompleted_leaves(timeout, interval, on_message)) as leaves:
+            async for leaf in leaves:
+                leaf._outcome(leaf._get_meta(), propagate, callback)
+        return [_value_of(member) for member in self.results]
 
     def forget(self) -> None:
         for result in self.results:
@@ -437,6 +532,29 @@ class GroupResult(ResultSet):
 
     def __repr__(self) -> str:
         return f"<GroupResult: {self.id} [{', '.join(r.id for r in self.results)}]>"
+
+
+def _arrived(by_id: dict[str, AsyncResult], meta: TaskMeta) -> AsyncResult:
+    leaf = by_id[meta.task_id]
+    leaf._cache = meta
+    return leaf
+
+
+class _Completion:
+    """Which members are complete, as their leaves arrive (a nested group needs all of its)."""
+
+    def __init__(self, members: list[AsyncResult | GroupResult]) -> None:
+        self._members = members
+        self._pending = {id(m): {leaf.id for leaf in _leaves_of(m)} for m in members}
+
+    def completed_by(self, leaf: AsyncResult) -> Iterator[AsyncResult | GroupResult]:
+        for member in self._members:
+            waiting_for = self._pending.get(id(member))
+            if waiting_for is not None and leaf.id in waiting_for:
+                waiting_for.discard(leaf.id)
+                if not waiting_for:
+                    del self._pending[id(member)]
+                    yield member
 
 
 def _leaves_of(member: AsyncResult | GroupResult) -> list[AsyncResult]:

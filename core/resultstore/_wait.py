@@ -1,23 +1,41 @@
 """The wait loops: push (sleep on the hub, wake on a change) and polling (backoff from 1 ms).
 
-Both yield each task's meta as it becomes ready and end with one deadline for
-all ids. ``read(ids)`` is the backend's one-round-trip read of many ids.
+Each loop is written once, as a plan: a generator that says what to do next
+(read these ids, subscribe, wait for a wake-up, sleep, hand out a ready meta)
+and is sent the outcome, or has the error thrown in. Two drivers carry plans
+out: :func:`run` blocks a thread, :func:`arun` awaits the same steps without
+blocking the event loop. Both yield each task's meta as it becomes ready and
+end with one deadline for all ids.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncGenerator,
+    Awaitable,
+    Callable,
+    Generator,
+    Iterator,
+    Mapping,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any
 
 from ._errors import BackendUnavailable, ResultStoreError, TimeoutError
 from ._meta import TaskMeta
+from ._offloop import AsyncWaiter, OffLoopHub
 from ._states import PENDING
 from ._waiting import Waiter, WaitHub
 
 FIRST_POLL_DELAY = 0.001
 
 Read = Callable[[Sequence[str]], Mapping[str, TaskMeta]]
+AsyncRead = Callable[[Sequence[str]], Awaitable[Mapping[str, TaskMeta]]]
 OnMessage = Callable[[TaskMeta], None]
+Found = Mapping[str, "TaskMeta | None"]
 
 
 class Progress:
@@ -31,7 +49,7 @@ class Progress:
         self.timeout = timeout
         self.on_message = on_message
 
-    def settle(self, found: Mapping[str, TaskMeta | None]) -> Iterator[TaskMeta]:
+    def settle(self, found: Found) -> Iterator[TaskMeta]:
         """Yield the ready ones among ``found`` (dropping them from ``pending``)."""
         for task_id, meta in found.items():
             if meta is None or task_id not in self.pending or self.seen.get(task_id) == meta:
@@ -54,75 +72,206 @@ class Progress:
         return TimeoutError(f"{len(ids)} tasks were not ready within {self.timeout:g} s: {shown}")
 
 
-def push_wait(
-    hub: WaitHub, read: Read, owner: str, progress: Progress, deadline: float | None
-) -> Iterator[TaskMeta]:
+# --- the steps a plan asks for --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReadStep:
+    """Read these ids; the reply is ``{id: meta}`` of the stored ones."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class Subscribe:
+    """Register one waiter for these ids on the hub."""
+
+    ids: list[str]
+
+
+@dataclass(frozen=True)
+class WakeUp:
+    """Wait for the waiter until woken or ``timeout``: the reply is what changed
+    (empty on timeout), or ``None`` when the backend was closed meanwhile."""
+
+    timeout: float | None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Ready:
+    """Hand this meta to the caller (its id needs no subscription any more)."""
+
+    meta: TaskMeta
+
+
+Step = ReadStep | Subscribe | WakeUp | Sleep | Ready
+Plan = Generator[Step, Any, None]
+
+
+# --- the plans ------------------------------------------------------------------------
+
+
+def push_plan(progress: Progress, deadline: float | None, owner: str) -> Plan:
     # What is ready already needs no subscription: one read, then subscribe the rest.
-    yield from progress.settle(read(list(progress.pending)))
+    found = yield ReadStep(list(progress.pending))
+    yield from _ready(progress, found)
     if not progress.pending:
         return
-    waiter = Waiter()
-    hub.add(waiter, list(progress.pending))
-    try:
-        # Subscribed first, read again: a result stored before the subscription
-        # took effect is found by this read, one stored after it wakes the waiter.
-        found: Mapping[str, TaskMeta | None] = read(list(progress.pending))
-        while True:
-            for meta in progress.settle(found):
-                hub.remove(waiter, [meta.task_id])
-                yield meta
-            if not progress.pending:
-                return
-            remaining = _remaining(deadline)
-            if remaining is not None and remaining <= 0:
-                yield from _last_read(read, progress)
-                return
-            changed = waiter.wait(remaining)
-            if waiter.closed:
-                raise ResultStoreError(
-                    f"{owner} was closed while waiting for {list(progress.pending)}"
-                )
-            unknown = [t for t, m in changed.items() if m is None and t in progress.pending]
-            try:
-                reread = read(unknown)
-            except BackendUnavailable:
-                # A wake-up is a hint, and the engine may go away again right after
-                # it (a re-check after a reconnect): that must not end a wait before
-                # its deadline. The channel re-checks after its next reconnect, and
-                # the read at the deadline is the backstop.
-                reread = {}
-            found = {**{t: m for t, m in changed.items() if m is not None}, **reread}
-    finally:
-        hub.remove(waiter, progress.pending)
+    yield Subscribe(list(progress.pending))
+    # Subscribed first, read again: a result stored before the subscription
+    # took effect is found by this read, one stored after it wakes the waiter.
+    found = yield ReadStep(list(progress.pending))
+    while True:
+        yield from _ready(progress, found)
+        if not progress.pending:
+            return
+        remaining = _remaining(deadline)
+        if remaining is not None and remaining <= 0:
+            yield from _last_read(progress)
+            return
+        changed = yield WakeUp(remaining)
+        if changed is None:
+            raise ResultStoreError(f"{owner} was closed while waiting for {list(progress.pending)}")
+        unknown = [t for t, m in changed.items() if m is None and t in progress.pending]
+        try:
+            reread = yield ReadStep(unknown)
+        except BackendUnavailable:
+            # A wake-up is a hint, and the engine may go away again right after
+            # it (a re-check after a reconnect): that must not end a wait before
+            # its deadline. The channel re-checks after its next reconnect, and
+            # the read at the deadline is the backstop.
+            reread = {}
+        found = {**{t: m for t, m in changed.items() if m is not None}, **reread}
 
 
-def _last_read(read: Read, progress: Progress) -> Iterator[TaskMeta]:
+def _ready(progress: Progress, found: Found) -> Plan:
+    for meta in progress.settle(found):
+        yield Ready(meta)
+
+
+def _last_read(progress: Progress) -> Plan:
     """At the deadline, one more read: a notification lost on the way (a reconnect)
     must not turn a stored result into a timeout. If the engine is unreachable for
     it, the deadline has still passed: the wait ends with its timeout error (the
     cause chained), not with the read's error after the plugin's retries."""
     try:
-        last = read(list(progress.pending))
+        last = yield ReadStep(list(progress.pending))
     except BackendUnavailable as exc:
         raise progress.timeout_error() from exc
-    yield from progress.settle(last)
+    yield from _ready(progress, last)
     if progress.pending:
         raise progress.timeout_error()
 
 
-def poll_wait(
-    read: Read, progress: Progress, deadline: float | None, interval: float
-) -> Iterator[TaskMeta]:
+def poll_plan(progress: Progress, deadline: float | None, interval: float) -> Plan:
     delay = FIRST_POLL_DELAY
     while True:
-        yield from progress.settle(read(list(progress.pending)))
+        found = yield ReadStep(list(progress.pending))
+        yield from _ready(progress, found)
         if not progress.pending:
             return
         remaining = _remaining(deadline)
         if remaining is not None and remaining <= 0:
             raise progress.timeout_error()
-        time.sleep(delay if remaining is None else min(delay, remaining))
+        yield Sleep(delay if remaining is None else min(delay, remaining))
         delay = min(delay * 2, interval)
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else deadline - time.monotonic()
+
+
+# --- the drivers ------------------------------------------------------------------------
+
+
+class _Cursor:
+    """A plan's position: the next step, given the outcome of the last one."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.plan = plan
+        self.reply: Any = None
+        self.error: Exception | None = None
+
+    def next(self) -> Step | None:
+        reply, error = self.reply, self.error
+        self.reply = self.error = None
+        try:
+            return self.plan.throw(error) if error is not None else self.plan.send(reply)
+        except StopIteration:
+            return None
+
+
+def run(plan: Plan, read: Read, hub: WaitHub | None) -> Iterator[TaskMeta]:
+    """Carry ``plan`` out in this thread (``hub``: the push channel, None when polling)."""
+    cursor = _Cursor(plan)
+    waiter: Waiter | None = None
+    subscribed: list[str] = []
+    try:
+        while (step := cursor.next()) is not None:
+            if isinstance(step, Ready):
+                if hub is not None and waiter is not None:
+                    hub.remove(waiter, [step.meta.task_id])
+                yield step.meta
+                continue
+            try:
+                if isinstance(step, ReadStep):
+                    cursor.reply = read(step.ids)
+                elif isinstance(step, Subscribe):
+                    assert hub is not None
+                    waiter = Waiter()
+                    hub.add(waiter, step.ids)
+                    subscribed = step.ids
+                elif isinstance(step, WakeUp):
+                    assert waiter is not None
+                    changed = waiter.wait(step.timeout)
+                    cursor.reply = None if waiter.closed else changed
+                else:
+                    time.sleep(step.seconds)
+            except Exception as exc:
+                cursor.error = exc
+    finally:
+        if hub is not None and waiter is not None:
+            hub.remove(waiter, subscribed)
+
+
+async def arun(
+    plan: Plan, read: AsyncRead, hub: OffLoopHub | None
+) -> AsyncGenerator[TaskMeta, None]:
+    """Carry ``plan`` out in a coroutine: every step is awaited, none blocks the loop."""
+    cursor = _Cursor(plan)
+    waiter: AsyncWaiter | None = None
+    subscribed: list[str] = []
+    try:
+        while (step := cursor.next()) is not None:
+            if isinstance(step, Ready):
+                if hub is not None and waiter is not None:
+                    await hub.remove(waiter, [step.meta.task_id])
+                yield step.meta
+                continue
+            try:
+                if isinstance(step, ReadStep):
+                    cursor.reply = await read(step.ids)
+                elif isinstance(step, Subscribe):
+                    assert hub is not None
+                    waiter = AsyncWaiter(asyncio.get_running_loop())
+                    await hub.add(waiter, step.ids)
+                    subscribed = step.ids
+                elif isinstance(step, WakeUp):
+                    assert waiter is not None
+                    changed = await waiter.wait(step.timeout)
+                    cursor.reply = None if waiter.closed else changed
+                else:
+                    await asyncio.sleep(step.seconds)
+            except Exception as exc:
+                cursor.error = exc
+    finally:
+        if hub is not None and waiter is not None and subscribed:
+            await hub.remove(waiter, subscribed)
 
 
 class ReadyIterator:
@@ -147,5 +296,23 @@ class ReadyIterator:
         self.close()
 
 
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else deadline - time.monotonic()
+class AsyncReadyIterator:
+    """The async twin of :class:`ReadyIterator`: ``async for``, closed on ``async with`` exit."""
+
+    def __init__(self, gen: AsyncGenerator[TaskMeta, None]) -> None:
+        self._gen = gen
+
+    def __aiter__(self) -> AsyncReadyIterator:
+        return self
+
+    async def __anext__(self) -> TaskMeta:
+        return await self._gen.__anext__()
+
+    async def aclose(self) -> None:
+        await self._gen.aclose()
+
+    async def __aenter__(self) -> AsyncReadyIterator:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

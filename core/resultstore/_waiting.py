@@ -10,11 +10,30 @@ new meta when the plugin sent it); the wait loop then decides what to read.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from ._errors import ResultStoreError
 from ._hookspecs import NotifyChannel, OnChange
 from ._meta import TaskMeta
+
+if TYPE_CHECKING:
+    from ._offloop import OffLoopHub
+
+
+class Wakeable(Protocol):
+    """What the hub holds: a thread's Waiter or a coroutine's AsyncWaiter."""
+
+    def wake(self, task_id: str, meta: TaskMeta | None) -> None: ...
+
+    def close(self) -> None: ...
+
+
+Entries = Sequence[tuple[Wakeable, Collection[str]]]
+
+
+def closed_error() -> ResultStoreError:
+    return ResultStoreError("the backend is closed: open a new Backend to wait")
 
 
 class Waiter:
@@ -62,25 +81,31 @@ class WaitHub:
         self._lock = threading.RLock()
         # Copy-on-write frozensets, so that _on_change reads them without the lock:
         # a plugin's listener may deliver while a subscribe waits on that listener.
-        self._waiters: dict[str, frozenset[Waiter]] = {}
+        self._waiters: dict[str, frozenset[Wakeable]] = {}
         self._channel: NotifyChannel | None = None
         self._in_channel_call = False
         self._deferred: list[str] = []
         self._closed = False
+        self._offloop: OffLoopHub | None = None
 
-    def add(self, waiter: Waiter, task_ids: Collection[str]) -> None:
+    def add(self, waiter: Wakeable, task_ids: Collection[str]) -> None:
+        self.add_many([(waiter, task_ids)])
+
+    def add_many(self, entries: Entries) -> None:
+        """Register every waiter with its ids; one subscribe for the ids nobody waited on."""
         # Subscribe and unsubscribe under the lock: their order on the channel must
         # be the order the hub decided them in, or a late unsubscribe could undo a
         # newer waiter's subscribe.
         with self._lock:
             if self._closed:  # a closed backend must not open a new channel
-                raise ResultStoreError("the backend is closed: open a new Backend to wait")
+                raise closed_error()
             first = []
-            for task_id in task_ids:
-                waiters = self._waiters.get(task_id, frozenset())
-                if not waiters:
-                    first.append(task_id)
-                self._waiters[task_id] = waiters | {waiter}
+            for waiter, task_ids in entries:
+                for task_id in task_ids:
+                    waiters = self._waiters.get(task_id, frozenset())
+                    if not waiters:
+                        first.append(task_id)
+                    self._waiters[task_id] = waiters | {waiter}
             if not first:
                 return
             try:
@@ -88,20 +113,47 @@ class WaitHub:
                     self._channel = self._open_channel(self._on_change)
                 self._call(self._channel.subscribe, first)
             except BaseException:
-                self._discard(waiter, task_ids)
+                for waiter, task_ids in entries:
+                    self._discard(waiter, task_ids)
                 raise
 
-    def remove(self, waiter: Waiter, task_ids: Collection[str]) -> None:
+    def remove(self, waiter: Wakeable, task_ids: Collection[str]) -> None:
+        self.remove_many([(waiter, task_ids)])
+
+    def remove_many(self, entries: Entries) -> None:
         with self._lock:
-            last = self._discard(waiter, task_ids)
-            if not last or self._channel is None:
-                return
-            if self._in_channel_call:
-                # Re-entered from inside a channel call: never call the channel
-                # re-entrantly; the outer call unsubscribes these when it returns.
-                self._deferred.extend(last)
-            else:
-                self._call(self._channel.unsubscribe, last)
+            self._remove_locked(entries)
+
+    def try_remove(self, waiter: Wakeable, task_ids: Collection[str]) -> bool:
+        """Remove now if the lock is free, else return False (an event loop must not wait
+        for a subscribe in another thread to be confirmed)."""
+        if not self._lock.acquire(blocking=False):
+            return False
+        try:
+            self._remove_locked([(waiter, task_ids)])
+        finally:
+            self._lock.release()
+        return True
+
+    def _remove_locked(self, entries: Entries) -> None:
+        last = [t for waiter, task_ids in entries for t in self._discard(waiter, task_ids)]
+        if not last or self._channel is None:
+            return
+        if self._in_channel_call:
+            # Re-entered from inside a channel call: never call the channel
+            # re-entrantly; the outer call unsubscribes these when it returns.
+            self._deferred.extend(last)
+        else:
+            self._call(self._channel.unsubscribe, last)
+
+    def for_coroutines(self) -> OffLoopHub:
+        """This hub as coroutines use it: its blocking calls made off the event loop."""
+        from ._offloop import OffLoopHub
+
+        with self._lock:
+            if self._offloop is None:
+                self._offloop = OffLoopHub(self)
+            return self._offloop
 
     def _call(self, method: Callable[[list[str]], None], task_ids: list[str]) -> None:
         """Call the channel with the lock held, then flush unsubscribes deferred meanwhile."""
@@ -116,7 +168,7 @@ class WaitHub:
         finally:
             self._in_channel_call = False
 
-    def _discard(self, waiter: Waiter, task_ids: Collection[str]) -> list[str]:
+    def _discard(self, waiter: Wakeable, task_ids: Collection[str]) -> list[str]:
         last = []
         for task_id in task_ids:
             waiters = self._waiters.get(task_id)
@@ -143,9 +195,12 @@ class WaitHub:
         with self._lock:
             self._closed = True
             channel, self._channel = self._channel, None
-            waiters = frozenset().union(*self._waiters.values())
+            waiters: frozenset[Wakeable] = frozenset().union(*self._waiters.values())
             self._waiters.clear()
+            offloop = self._offloop
         for waiter in waiters:
             waiter.close()
+        if offloop is not None:
+            offloop.close()
         if channel is not None:
             channel.close()

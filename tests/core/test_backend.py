@@ -129,6 +129,7 @@ class TestDefaults:
                 Capability.GROUPS,
                 Capability.CLEANUP,
                 Capability.REVOKE,
+                Capability.ASYNC,
             }
         )
         assert repr(backend) == f"<Backend '{store_url}' plugin=resultstore_memory.MemoryBackend>"

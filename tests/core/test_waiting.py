@@ -233,7 +233,12 @@ class TestTimeouts:
     @pytest.mark.parametrize(
         ("kwargs", "exc_type", "message"),
         [
-            ({"timeout": -1}, ValueError, "timeout must not be negative, got -1"),
+            ({"timeout": -1}, ValueError, "timeout must be a number of seconds >= 0, got -1"),
+            (
+                {"timeout": float("nan")},
+                ValueError,
+                "timeout must be a number of seconds >= 0, got nan",
+            ),
             ({"timeout": "1"}, TypeError, "timeout must be a number of seconds or None, got '1'"),
             ({"timeout": True}, TypeError, "timeout must be a number of seconds or None, got True"),
             ({"interval": 0}, ValueError, "interval must be a positive number of seconds, got 0"),
@@ -243,7 +248,7 @@ class TestTimeouts:
                 "interval must be a positive number of seconds, got -0.5",
             ),
         ],
-        ids=["negative", "str", "bool", "zero-interval", "negative-interval"],
+        ids=["negative", "nan", "str", "bool", "zero-interval", "negative-interval"],
     )
     def test_bad_wait_arguments(
         self, backend: Backend, kwargs: dict[str, Any], exc_type: type[Exception], message: str
@@ -252,6 +257,16 @@ class TestTimeouts:
             AsyncResult("x", backend).get(**kwargs)
         assert type(raised.value) is exc_type
         assert str(raised.value) == message
+        assert_nothing_left(backend)
+
+    def test_an_infinite_timeout_waits_without_a_deadline(
+        self, backend: Backend, provider: Backend
+    ) -> None:
+        waiter = Worker(lambda: AsyncResult("x", backend).get(timeout=float("inf")))
+        waiter.start()
+        wait_until(lambda: backend.waiting_ids() == {"x"}, "the waiter waits")
+        provider.mark_as_done("x", "late")
+        assert waiter.finish() == "late"
         assert_nothing_left(backend)
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import redis
 
+from resultstore import Backend
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 # The machine's own start command (see the env notes); used only when nothing answers.
 START_REDIS = [
@@ -59,3 +61,23 @@ def keyprefix(redis_url: str) -> Iterator[str]:
 
 def transport(prefix: str, **more: Any) -> dict[str, Any]:
     return {"result_backend_transport_options": {"global_keyprefix": prefix, **more}}
+
+
+@pytest.fixture
+def backend(redis_url: str, keyprefix: str) -> Iterator[Backend]:
+    with Backend(redis_url, options=transport(keyprefix)) as b:
+        yield b
+
+
+@pytest.fixture
+def provider(redis_url: str, keyprefix: str) -> Iterator[Backend]:
+    """The worker's side: another Backend (its own connections) on the same server."""
+    with Backend(redis_url, options=transport(keyprefix)) as b:
+        yield b
+
+
+@pytest.fixture
+def server(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url)
+    yield client
+    client.close()

@@ -34,6 +34,7 @@ def test_bench_smoke(redis_url: str) -> None:
     for expected in (
         "store one at a time, small",
         "wait latency p50 (lower is better)",
+        "await latency (asyncio) p99 (lower is better)",
         "SQLite: join of 100 done, large (lower is better)",
         "PostgreSQL: wait latency p50 (lower is better)",
         "MariaDB: get_many of 100, small",
@@ -41,4 +42,4 @@ def test_bench_smoke(redis_url: str) -> None:
         "Celery on PostgreSQL: store one at a time, small",
     ):
         assert expected in scenarios
-    assert len(scenarios) == 49
+    assert len(scenarios) == 51

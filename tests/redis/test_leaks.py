@@ -15,7 +15,7 @@ import statistics
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -118,26 +118,6 @@ def assert_nothing_left_in(backend: Backend) -> None:
     assert backend._hub._deferred == []
     gc.collect()
     assert [o for o in gc.get_objects() if isinstance(o, Waiter)] == []
-
-
-@pytest.fixture
-def backend(redis_url: str, keyprefix: str) -> Iterator[Backend]:
-    with Backend(redis_url, options=transport(keyprefix)) as b:
-        yield b
-
-
-@pytest.fixture
-def provider(redis_url: str, keyprefix: str) -> Iterator[Backend]:
-    """The worker's side: another Backend (its own connections) on the same server."""
-    with Backend(redis_url, options=transport(keyprefix)) as b:
-        yield b
-
-
-@pytest.fixture
-def server(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url)
-    yield client
-    client.close()
 
 
 # --- the tests ---------------------------------------------------------------------------

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from importlib.metadata import entry_points
@@ -28,9 +29,11 @@ from .. import (
     GroupResult,
     RemoteError,
     RemoteTraceback,
+    ResultSet,
     TaskInfo,
     TaskRevokedError,
     TimeoutError,
+    hookimpl,
     resolve,
 )
 from .._registry import GROUP
@@ -49,6 +52,47 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
             pytest.fail(f"timed out after {timeout} s waiting until {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+async def await_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """:func:`wait_until` for coroutines: checks between turns of the event loop."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting until {what}")
+        await asyncio.sleep(0.001)
+
+
+def run_async(coro: Coroutine[Any, Any, Any]) -> Any:
+    """Run a test's coroutine in a fresh event loop (no pytest-asyncio needed)."""
+    return asyncio.run(coro)
+
+
+class SyncHookCalls:
+    """A wrapper that counts the storage hooks' blocking calls (async twins must not make any)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def _count(self, name: str) -> Generator[None, Any, Any]:
+        self.calls.append(name)
+        return (yield)
+
+    @hookimpl(wrapper=True)
+    def store_result(self) -> Generator[None, Any, Any]:
+        return (yield from self._count("store_result"))
+
+    @hookimpl(wrapper=True)
+    def get(self) -> Generator[None, Any, Any]:
+        return (yield from self._count("get"))
+
+    @hookimpl(wrapper=True)
+    def get_many(self) -> Generator[None, Any, Any]:
+        return (yield from self._count("get_many"))
+
+    @hookimpl(wrapper=True)
+    def forget(self) -> Generator[None, Any, Any]:
+        return (yield from self._count("forget"))
 
 
 def _fail_with(exc: BaseException) -> BaseException:
@@ -336,6 +380,165 @@ class BackendTests:
             with pytest.raises(TimeoutError):
                 AsyncResult(self.new_id(), backend).get(timeout=0.001)
         assert backend.waiting_ids() == frozenset()
+
+    # --- asyncio ---------------------------------------------------------------------------
+    # Every plugin serves the asyncio API (without capability ``async`` its sync
+    # hooks run in a worker thread); with it, the twins must do the work.
+
+    def test_async_round_trip(self, backend: Backend, other: Backend, task_id: str) -> None:
+        async def main() -> None:
+            result = AsyncResult(task_id, other)
+            assert (await result.astate(), await result.aready()) == (PENDING, False)
+            assert await backend.astore_result(task_id, {"n": 1}, STARTED) is True
+            assert (await other.aget_task_meta(task_id)).status == STARTED
+            assert await backend.astore_result(task_id, {"n": 2}, SUCCESS) is True
+            assert await backend.astore_result(task_id, {"n": 3}, STARTED) is False
+            assert await result == {"n": 2}
+            assert (await result.astate(), await result.aready()) == (SUCCESS, True)
+            unknown = self.new_id()
+            metas = await other.aget_many([task_id, unknown])
+            assert {t: m.status for t, m in metas.items()} == {task_id: SUCCESS, unknown: PENDING}
+            assert (await other.aforget(task_id), await other.aforget(task_id)) == (True, False)
+            assert (await other.aget_task_meta(task_id)).status == PENDING
+
+        run_async(main())
+
+    def test_async_failure_and_revocation(self, backend: Backend, task_id: str) -> None:
+        revoked = self.new_id()
+        backend.mark_as_failure(task_id, _fail_with(ValueError("bad", 3)))
+        backend.mark_as_revoked(revoked, "no longer needed")
+
+        async def main() -> None:
+            result = AsyncResult(task_id, backend)
+            with pytest.raises(ValueError, match=r"^\('bad', 3\)$") as raised:
+                await result.aget(timeout=self.wait_timeout)
+            assert isinstance(raised.value.__cause__, RemoteTraceback)
+            kept = await result.aget(timeout=self.wait_timeout, propagate=False)
+            assert (type(kept), kept.args) == (ValueError, ("bad", 3))
+            with pytest.raises(TaskRevokedError, match=r"^no longer needed$"):
+                await AsyncResult(revoked, backend)
+            unraised = await AsyncResult(revoked, backend).aget(propagate=False)
+            assert (type(unraised), unraised.args) == (TaskRevokedError, ("no longer needed",))
+
+        run_async(main())
+
+    def test_async_exact_timeout(self, backend: Backend, task_id: str) -> None:
+        async def main() -> float:
+            started = time.monotonic()
+            with pytest.raises(
+                TimeoutError, match=rf"^task '{task_id}' was not ready within 0.3 s"
+            ):
+                await AsyncResult(task_id, backend).aget(timeout=0.3)
+            return time.monotonic() - started
+
+        elapsed = run_async(main())
+        assert 0.3 <= elapsed < 0.3 + 0.25
+        assert backend.waiting_ids() == frozenset()
+
+    def test_async_join_in_member_order(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(3)]
+        arrived: list[tuple[str, Any]] = []
+
+        async def main() -> None:
+            group = ResultSet([AsyncResult(t, other) for t in ids])
+            joining = asyncio.ensure_future(
+                group.ajoin(timeout=self.wait_timeout, callback=lambda t, v: arrived.append((t, v)))
+            )
+            for i in reversed(range(3)):
+                await backend.astore_result(ids[i], i, SUCCESS)
+            assert await joining == [0, 1, 2]
+            assert sorted(arrived) == sorted(zip(ids, range(3), strict=True))
+
+        run_async(main())
+        assert other.waiting_ids() == frozenset()
+
+    def test_async_join_raises_the_first_failure(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(3)]
+        backend.mark_as_done(ids[0], 0)
+        backend.mark_as_failure(ids[1], _fail_with(KeyError("k")))
+
+        async def main() -> None:
+            group = ResultSet([AsyncResult(t, other) for t in ids])
+            with pytest.raises(KeyError) as raised:
+                await group.ajoin(timeout=self.wait_timeout)
+            assert raised.value.args == ("k",)
+
+        run_async(main())
+        assert other.waiting_ids() == frozenset()
+
+    def test_async_for_yields_in_completion_order(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(3)]
+        order = [2, 0, 1]
+
+        async def main() -> list[str]:
+            seen: list[str] = []
+            await backend.astore_result(ids[order[0]], "first", SUCCESS)
+            group = ResultSet([AsyncResult(t, other) for t in ids])
+            async for member in group.aas_completed(timeout=self.wait_timeout):
+                seen.append(member.id)
+                if len(seen) < len(order):  # the next one only once this one arrived
+                    await backend.astore_result(ids[order[len(seen)]], len(seen), SUCCESS)
+            return seen
+
+        assert run_async(main()) == [ids[i] for i in order]
+
+    def test_async_push_wakes_an_await(
+        self, backend: Backend, other: Backend, task_id: str
+    ) -> None:
+        self.require(backend, Capability.PUSH)
+
+        async def main() -> float:
+            waiting = asyncio.ensure_future(AsyncResult(task_id, backend).aget(self.wait_timeout))
+            await await_until(lambda: task_id in backend.waiting_ids(), 5.0, "the await waits")
+            stored = time.monotonic()
+            await other.astore_result(task_id, "pushed", SUCCESS)
+            assert await waiting == "pushed"
+            return time.monotonic() - stored
+
+        assert run_async(main()) < self.wake_bound
+        assert backend.waiting_ids() == frozenset()
+
+    def test_async_cancelled_and_timed_out_awaits_leave_nothing(self, backend: Backend) -> None:
+        ids = [self.new_id() for _ in range(50)]
+
+        async def main() -> None:
+            tasks = [asyncio.ensure_future(AsyncResult(t, backend).aget()) for t in ids]
+            if Capability.PUSH in backend.capabilities:
+                await await_until(
+                    lambda: backend.waiting_ids() == set(ids), 5.0, "all 50 awaits wait"
+                )
+            else:
+                await asyncio.sleep(0)  # each has started (polling)
+            for task in tasks:
+                task.cancel()
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            assert {type(o) for o in outcomes} == {asyncio.CancelledError}
+            assert backend.waiting_ids() == frozenset()
+            for task_id in ids[:10]:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(AsyncResult(task_id, backend).aget(), 0.01)
+            assert backend.waiting_ids() == frozenset()
+
+        run_async(main())
+
+    def test_async_twins_do_the_work(self, backend: Backend, other: Backend) -> None:
+        self.require(backend, Capability.ASYNC)
+        calls = SyncHookCalls()
+        backend.add_plugin(calls)
+        ids = [self.new_id() for _ in range(2)]
+
+        async def main() -> None:
+            await backend.astore_result(ids[0], 1, SUCCESS)
+            assert (await backend.aget_task_meta(ids[0])).result == 1
+            assert [m.status for m in (await backend.aget_many(ids)).values()] == [SUCCESS, PENDING]
+            waiting = asyncio.ensure_future(AsyncResult(ids[1], backend).aget(self.wait_timeout))
+            await asyncio.sleep(0)
+            await other.astore_result(ids[1], 2, SUCCESS)
+            assert await waiting == 2
+            assert await backend.aforget(ids[0]) is True
+
+        run_async(main())
+        assert calls.calls == []
 
     # --- many ids, groups, revocation ---------------------------------------------------------
 

@@ -11,7 +11,9 @@ statement), and push waits through LISTEN on PostgreSQL. Expiry is
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -25,16 +27,19 @@ from resultstore import (
     Capability,
     GroupMeta,
     OnChange,
+    PerLoop,
     ResultStoreError,
     TaskMeta,
     hookimpl,
 )
 
 from . import _engine
-from ._fast import FastStatement
+from ._fast import ConnectionRunner, DirectRunner, FastStatement
 from ._schema import Tables, make_tables
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from ._listen import ListenChannel
 
 __all__ = ["DatabaseBackend", "MissingTablesError", "create_tables"]
@@ -60,6 +65,27 @@ _STORED = (
 )  # fmt: skip
 CLEANUP_BATCH = 1000
 _IN_CHUNK = 500  # ids per IN (...) list on engines without arrays
+# What a store, read or delete runs: its description, its function, and whether that
+# is a single statement (see DatabaseBackend._run). A single statement's function
+# takes a runner of fast statements (_fast.DirectRunner, ConnectionRunner), any
+# other function a SQLAlchemy connection inside a transaction.
+_Op = tuple[str, Callable[[Any], Any], bool]
+
+
+@dataclass(frozen=True)
+class _AsyncEngines:
+    """One event loop's async engine, and its autocommit view."""
+
+    engine: AsyncEngine
+    autocommit: AsyncEngine
+
+
+def _has_async_twin(dialect: str) -> bool:
+    """PostgreSQL through psycopg's asyncio connection (SQLAlchemy's async engine needs
+    greenlet); the other dialects run their sync hooks in a worker thread."""
+    return dialect == "postgresql" and all(
+        importlib.util.find_spec(module) is not None for module in ("psycopg", "greenlet")
+    )
 
 
 class DatabaseBackend:
@@ -97,10 +123,13 @@ class DatabaseBackend:
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if self.dialect == "postgresql":
             caps.add(Capability.PUSH)
+        if _has_async_twin(self.dialect):
+            caps.add(Capability.ASYNC)
         self.capabilities = frozenset(caps)
+        self._async = PerLoop(self._open_async, _dispose)
         self._channels: list[ListenChannel] = []
         # The hot statements, compiled once and run on the bare DB-API cursor.
-        task = self.tables.task
+        task, revoked = self.tables.task, self.tables.revoked
         dialect = self.engine.dialect
         by_id = task.c.task_id == sa.bindparam("task_id", required=False)
         self._fast_select = FastStatement(dialect, sa.select(task).where(by_id))
@@ -114,6 +143,12 @@ class DatabaseBackend:
         )
         self._fast_any = FastStatement(dialect, sa.select(task).where(any_id))
         self._fast_in_lists: dict[int, FastStatement] = {}
+        now = sa.bindparam("now", type_=revoked.c.expires_at.type, required=False)
+        in_force = sa.select(revoked.c.task_id).where(
+            revoked.c.task_id == sa.bindparam("task_id", required=False),
+            sa.or_(revoked.c.expires_at.is_(None), revoked.c.expires_at > now),
+        )
+        self._fast_revoked = FastStatement(dialect, in_force)
         if create:
             self.create_tables()
 
@@ -123,18 +158,45 @@ class DatabaseBackend:
     def engine(self) -> Engine:
         return _engine.engine_for(self.url, self.engine_options)
 
-    def _run(self, what: str, fn: Any, *, one_statement: bool = False) -> Any:
+    def _open_async(self) -> _AsyncEngines:
+        from sqlalchemy.ext.asyncio import create_async_engine
+
+        engine = create_async_engine(
+            self.url.set(drivername="postgresql+psycopg"), **self.engine_options
+        )
+        if not self.engine_options.get("pool_pre_ping"):
+            _engine.ping_when_idle(engine.sync_engine)
+        return _AsyncEngines(engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    async def _arun(self, what: str, fn: Any, one_statement: bool = False) -> Any:
+        """:meth:`_run` on this loop's async engine: ``fn`` runs through ``run_sync``
+        (SQLAlchemy awaits the driver underneath), with the same retries."""
+        engines = await self._async.get()
+
+        async def attempt() -> Any:
+            try:
+                if one_statement:
+                    async with engines.autocommit.connect() as conn:
+                        return await conn.run_sync(lambda sync: fn(ConnectionRunner(sync)))
+                async with engines.engine.begin() as conn:
+                    return await conn.run_sync(fn)
+            except sa.exc.DBAPIError as exc:
+                self._raise_if_missing_tables(exc)
+                raise
+
+        return await self.retry.arun(what, self.where, attempt)
+
+    def _run(self, what: str, fn: Any, one_statement: bool = False) -> Any:
         """Run ``fn(connection)`` in one transaction, retrying transient errors.
 
-        ``one_statement``: ``fn`` runs a single statement, atomic by itself; where
-        autocommit is free (PostgreSQL, SQLite) it skips BEGIN and COMMIT, two of
-        the three round trips of a read or a store.
+        ``one_statement``: ``fn`` runs a single statement, atomic by itself: on
+        the fast path (see _fast), in autocommit where that is free (PostgreSQL,
+        SQLite), which skips BEGIN and COMMIT, two of the three round trips.
         """
 
         def attempt() -> Any:
-            if one_statement and self.dialect in ("postgresql", "sqlite"):
-                with _engine.autocommit(self.engine).connect() as conn:
-                    return fn(conn)
+            if one_statement:
+                return fn(DirectRunner(self.engine))
             with self.engine.begin() as conn:
                 return fn(conn)
 
@@ -147,8 +209,11 @@ class DatabaseBackend:
         try:
             return attempt()
         except sa.exc.DBAPIError as exc:
-            if not _missing_table(exc):
-                raise
+            self._raise_if_missing_tables(exc)
+            raise
+
+    def _raise_if_missing_tables(self, exc: sa.exc.DBAPIError) -> None:
+        if _missing_table(exc):
             names = ", ".join(t.fullname for t in self.tables.metadata.sorted_tables)
             raise MissingTablesError(
                 f"the result tables ({names}) are missing on {self.where}: "
@@ -224,40 +289,40 @@ class DatabaseBackend:
 
     @hookimpl
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        return bool(self._run(*self._store(meta, overwrite)))
+
+    @hookimpl
+    async def async_store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        return bool(await self._arun(*self._store(meta, overwrite)))
+
+    def _store(self, meta: TaskMeta, overwrite: bool) -> _Op:
         values = self._row_values(meta)
-        what = f"storing task {meta.task_id!r}"
+        upsert = self.dialect in ("postgresql", "sqlite")
         attempts = 0
 
-        def store() -> bool:
+        def store(db: Any) -> bool:  # a runner for the upsert, else a Connection
             nonlocal attempts
             attempts += 1
-            if self.dialect in ("postgresql", "sqlite"):
-                # One statement, atomic by itself: on the fast path, in autocommit.
+            if upsert:
                 params = {"task_id": meta.task_id, **values}
-                row = self._fast_upsert[overwrite].run(self.engine, params, write=True)
-                written = row is not None
+                written = db.first(self._fast_upsert[overwrite], params, write=True) is not None
             else:
                 keep_ready = None if overwrite else self.tables.task.c.status.notin_(_READY)
-                with self.engine.begin() as conn:
-                    written = self._store_generic(conn, meta.task_id, values, keep_ready)
+                written = self._store_generic(db, meta.task_id, values, keep_ready)
             if not written and attempts > 1:
                 # A retry after the connection died in COMMIT (server killed or
                 # restarted): that commit may have gone through with only its reply
                 # lost, and then the ready row blocking this attempt is our own write,
                 # not a duplicate's. Reporting False would tell the caller otherwise.
-                return self._holds(meta.task_id, values)
+                row = (db if upsert else ConnectionRunner(db)).first(
+                    self._fast_select, {"task_id": meta.task_id}
+                )
+                return row is not None and all(
+                    row[name] == values[name] for name in ("status", "result", "traceback")
+                )
             return written
 
-        return bool(self.retry.run(what, self.where, lambda: self._tables_checked(store)))
-
-    def _holds(self, task_id: str, values: dict[str, Any]) -> bool:
-        """Whether the row of ``task_id`` holds the state, result and traceback of ``values``."""
-        row = self._fast_select.run(self.engine, {"task_id": task_id})
-        return row is not None and (row["status"], row["result"], row["traceback"]) == (
-            values["status"],
-            values["result"],
-            values["traceback"],
-        )
+        return f"storing task {meta.task_id!r}", store, upsert
 
     def _upsert(self, overwrite: bool) -> Any:
         """The store statement on PostgreSQL and SQLite: the ready guard inside the upsert."""
@@ -311,30 +376,42 @@ class DatabaseBackend:
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
-        row = self.retry.run(
-            f"reading task {task_id!r}",
-            self.where,
-            lambda: self._tables_checked(
-                lambda: self._fast_select.run(self.engine, {"task_id": task_id})
-            ),
-        )
+        return self._meta_or_none(self._run(*self._get(task_id)))
+
+    @hookimpl
+    async def async_get(self, task_id: str) -> TaskMeta | None:
+        return self._meta_or_none(await self._arun(*self._get(task_id)))
+
+    def _get(self, task_id: str) -> _Op:
+        def read(db: Any) -> Any:
+            return db.first(self._fast_select, {"task_id": task_id})
+
+        return f"reading task {task_id!r}", read, True
+
+    def _meta_or_none(self, row: Any) -> TaskMeta | None:
         return None if row is None else self._meta(row)
 
     @hookimpl
     def get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
-        def read() -> list[dict[str, Any]]:
+        return {row["task_id"]: self._meta(row) for row in self._run(*self._get_many(task_ids))}
+
+    @hookimpl
+    async def async_get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        rows = await self._arun(*self._get_many(task_ids))
+        return {row["task_id"]: self._meta(row) for row in rows}
+
+    def _get_many(self, task_ids: Sequence[str]) -> _Op:
+        def read(db: Any) -> list[dict[str, Any]]:
             if self.dialect == "postgresql":
                 # One array parameter, not a long IN list: one plan, any number of ids.
-                return self._fast_any.rows(self.engine, {"ids": list(task_ids)})
+                return db.all(self._fast_any, {"ids": list(task_ids)})  # type: ignore[no-any-return]
             rows: list[dict[str, Any]] = []
             for start in range(0, len(task_ids), _IN_CHUNK):
                 statement, params = self._fast_in(task_ids[start : start + _IN_CHUNK])
-                rows += statement.rows(self.engine, params)
+                rows += db.all(statement, params)
             return rows
 
-        what = f"reading {len(task_ids)} tasks"
-        rows = self.retry.run(what, self.where, lambda: self._tables_checked(read))
-        return {row["task_id"]: self._meta(row) for row in rows}
+        return f"reading {len(task_ids)} tasks", read, True
 
     def _fast_in(self, chunk: Sequence[str]) -> tuple[FastStatement, dict[str, str]]:
         """``task_id IN (...)`` for ``chunk``, with room for 10, 100 or _IN_CHUNK ids: a
@@ -351,13 +428,20 @@ class DatabaseBackend:
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
+        return bool(self._run(*self._forget(task_id)))
+
+    @hookimpl
+    async def async_forget(self, task_id: str) -> bool:
+        return bool(await self._arun(*self._forget(task_id)))
+
+    def _forget(self, task_id: str) -> _Op:
         task, revoked = self.tables.task, self.tables.revoked
 
         def delete(conn: Connection) -> bool:
             conn.execute(revoked.delete().where(revoked.c.task_id == task_id))
             return bool(conn.execute(task.delete().where(task.c.task_id == task_id)).rowcount)
 
-        return bool(self._run(f"forgetting task {task_id!r}", delete))
+        return f"forgetting task {task_id!r}", delete, False
 
     @hookimpl
     def save_group(self, meta: GroupMeta, ttl: float | None) -> bool:
@@ -414,17 +498,11 @@ class DatabaseBackend:
 
     @hookimpl
     def is_revoked(self, task_id: str) -> bool:
-        revoked = self.tables.revoked
-        now = _naive_utc(_now())
-        query = sa.select(revoked.c.task_id).where(
-            revoked.c.task_id == task_id,
-            sa.or_(revoked.c.expires_at.is_(None), revoked.c.expires_at > now),
+        params = {"task_id": task_id, "now": _naive_utc(_now())}
+        found = self._run(
+            "reading revocations", lambda db: db.first(self._fast_revoked, params), True
         )
-        return bool(
-            self._run(
-                "reading revocations", lambda conn: conn.execute(query).first(), one_statement=True
-            )
-        )
+        return found is not None
 
     @hookimpl
     def cleanup(self, progress: Callable[[int], None]) -> int:
@@ -490,9 +568,14 @@ class DatabaseBackend:
         for channel in self._channels:
             channel.close()
         self._channels.clear()
+        self._async.close()
 
     def subscribed_ids(self) -> frozenset[str]:
         return frozenset().union(*(c.subscribed_ids() for c in self._channels))
+
+
+async def _dispose(engines: _AsyncEngines) -> None:
+    await engines.engine.dispose()
 
 
 def create_tables(url: str, **options: Any) -> None:

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -53,17 +54,6 @@ def engine_for(url: sa.URL, options: Mapping[str, Any]) -> Engine:
         return engine
 
 
-_autocommit: dict[int, Engine] = {}
-
-
-def autocommit(engine: Engine) -> Engine:
-    """The same pool, handing out connections in autocommit (cached: one per engine)."""
-    view = _autocommit.get(id(engine))
-    if view is None:
-        view = _autocommit[id(engine)] = engine.execution_options(isolation_level="AUTOCOMMIT")
-    return view
-
-
 def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
     kwargs: dict[str, Any] = dict(options)
     if url.get_backend_name() == "sqlite":
@@ -81,11 +71,11 @@ def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
     elif not kwargs.get("pool_pre_ping"):
-        _ping_when_idle(engine)
+        ping_when_idle(engine)
     return engine
 
 
-def _ping_when_idle(engine: Engine) -> None:
+def ping_when_idle(engine: Engine) -> None:
     """Pre-ping, but only connections that sat in the pool longer than PING_IDLE_AFTER.
 
     SQLAlchemy's pool_pre_ping pings on every checkout: one more round trip on
@@ -151,21 +141,40 @@ class RetryPolicy:
         return policy
 
     def run(self, what: str, where: str, fn: Callable[[], T]) -> T:
-        delay = self.interval_start
-        for attempt in range(self.max_retries + 1):
+        for delay in self._delays():
             try:
                 return fn()
             except sa.exc.DBAPIError as exc:
-                if not _transient(exc):
-                    raise
-                if attempt == self.max_retries:
-                    raise BackendUnavailable(
-                        f"{what} failed on {where} after {self.max_retries} retries: "
-                        f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
-                    ) from exc
-            time.sleep(delay)
-            delay = min(delay * 2, self.interval_max)
+                time.sleep(self._backoff(exc, what, where, delay))
         raise AssertionError("unreachable")
+
+    async def arun(self, what: str, where: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`run` for coroutines: the waits between attempts do not block the loop."""
+        for delay in self._delays():
+            try:
+                return await fn()
+            except sa.exc.DBAPIError as exc:
+                await asyncio.sleep(self._backoff(exc, what, where, delay))
+        raise AssertionError("unreachable")
+
+    def _delays(self) -> Iterator[float | None]:
+        """The wait after each failed attempt; ``None`` after the last."""
+        delay = self.interval_start
+        for _ in range(self.max_retries):
+            yield delay
+            delay = min(delay * 2, self.interval_max)
+        yield None
+
+    def _backoff(self, exc: sa.exc.DBAPIError, what: str, where: str, delay: float | None) -> float:
+        """How long to wait before retrying ``exc``; raises it when it is not to be retried."""
+        if not _transient(exc):
+            raise exc
+        if delay is None:
+            raise BackendUnavailable(
+                f"{what} failed on {where} after {self.max_retries} retries: "
+                f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
+            ) from exc
+        return delay
 
 
 def _transient(exc: sa.exc.DBAPIError) -> bool:

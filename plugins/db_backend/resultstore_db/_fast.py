@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 T = TypeVar("T")
 
@@ -28,6 +28,7 @@ class FastStatement:
     def __init__(self, dialect: sa.Dialect, statement: Any) -> None:
         # render_postcompile: an IN list of constants becomes plain parameters.
         compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+        self.statement = statement
         self.sql = compiled.string
         # The statement's own parameters are built with required=False (None until
         # given); what has a value is a constant of the statement.
@@ -39,7 +40,9 @@ class FastStatement:
             list(compiled.positiontup) if compiled.positional else None
         )
         self.sqlite = dialect.name == "sqlite"
-        self.autocommit = not self.sqlite  # sqlite3: commit explicitly
+        # psycopg's autocommit is a client-side switch; sqlite3 commits explicitly, and
+        # MySQL's reads end with the pool's rollback as they did through SQLAlchemy.
+        self.autocommit = dialect.name == "postgresql"
         # SQLite keeps DateTime as text, which SQLAlchemy would have parsed.
         self.dates = [c.key for c in columns if isinstance(c.type, sa.DateTime)] * self.sqlite
 
@@ -101,6 +104,38 @@ class FastStatement:
 
 def _fetchall(cursor: Any) -> Any:
     return cursor.fetchall()
+
+
+class DirectRunner:
+    """Runs fast statements on the bare cursor of a pooled connection of ``engine``."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def first(
+        self, statement: FastStatement, params: Mapping[str, Any], *, write: bool = False
+    ) -> Any:
+        return statement.run(self.engine, params, write=write)
+
+    def all(self, statement: FastStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return statement.rows(self.engine, params)
+
+
+class ConnectionRunner:
+    """The same on a SQLAlchemy connection (the async engine's, through ``run_sync``)."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+
+    def first(
+        self, statement: FastStatement, params: Mapping[str, Any], *, write: bool = False
+    ) -> Any:
+        row = self.connection.execute(statement.statement, params).mappings().first()
+        return None if row is None else dict(row)
+
+    def all(self, statement: FastStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+        found = self.connection.execute(statement.statement, params).mappings().all()
+        return [dict(row) for row in found]
 
 
 def _wrap(

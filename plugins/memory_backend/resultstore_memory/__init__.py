@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 
 from resultstore import (
@@ -108,6 +108,7 @@ class MemoryBackend(KeyValueStore):
             Capability.GROUPS,
             Capability.CLEANUP,
             Capability.REVOKE,
+            Capability.ASYNC,
         }
     )
 
@@ -167,6 +168,25 @@ class MemoryBackend(KeyValueStore):
     def announce(self, meta: TaskMeta, data: bytes) -> None:
         for channel in self._store.open_channels():
             channel.dispatch(meta.task_id)
+
+    # The async twins run the sync hooks on the loop: they only touch this
+    # process's memory, under a lock held for microseconds.
+
+    @hookimpl
+    async def async_store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        return self.store_result(meta, ttl, overwrite)
+
+    @hookimpl
+    async def async_get(self, task_id: str) -> TaskMeta | None:
+        return self.get(task_id)
+
+    @hookimpl
+    async def async_get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        return self.get_many(task_ids)
+
+    @hookimpl
+    async def async_forget(self, task_id: str) -> bool:
+        return self.forget(task_id)
 
     @hookimpl
     def notify(self, on_change: OnChange) -> _Channel:

@@ -9,10 +9,12 @@ join wake-up, and one subscriber connection per backend and process.
 
 from __future__ import annotations
 
+import asyncio
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import redis
 
@@ -22,6 +24,7 @@ from resultstore import (
     Capability,
     KeyValueStore,
     OnChange,
+    PerLoop,
     TaskMeta,
     hookimpl,
 )
@@ -32,6 +35,28 @@ from ._scripts import SCRIPT_DECODERS, STORE
 
 __all__ = ["RedisBackend"]
 
+T = TypeVar("T")
+
+# Connections an event loop may use at once: ten thousand concurrent awaits share
+# them instead of opening ten thousand (redis_max_connections lowers it).
+ASYNC_CONNECTIONS = 50
+
+
+@dataclass(frozen=True)
+class _AsyncRedis:
+    """One event loop's redis.asyncio client, its store script and its connection slots."""
+
+    client: Any
+    store_script: Any
+    slots: asyncio.Semaphore
+    # Commands whose caller was cancelled run on: kept here until done.
+    running: set[asyncio.Future[Any]] = field(default_factory=set)
+
+    def finished(self, task: asyncio.Future[Any]) -> None:
+        self.running.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a cancelled caller's error is nobody's to raise
+
 
 class RedisBackend(KeyValueStore):
     capabilities = frozenset(
@@ -41,6 +66,7 @@ class RedisBackend(KeyValueStore):
             Capability.GET_MANY,
             Capability.GROUPS,
             Capability.REVOKE,
+            Capability.ASYNC,
         }
     )
 
@@ -53,10 +79,42 @@ class RedisBackend(KeyValueStore):
                 f"{config.url.masked!r}: on Redis Cluster the result_serializer must be one of "
                 f"{list(SCRIPT_DECODERS)} (the ready-state check runs in a server-side script)"
             )
+        if self.settings.kind == "cluster":
+            # redis-py 8.1's asyncio cluster client broke under concurrent first use
+            # (a connection's writer was None mid-handshake and other calls hung);
+            # on Cluster the core runs the sync hooks in a worker thread instead.
+            self.capabilities = type(self).capabilities - {Capability.ASYNC}
         self._pid = os.getpid()
         self.client = _options.make_client(self.settings)
         self._store_script = self.client.register_script(STORE)
+        self._async = PerLoop(self._open_async, _close_async)
         self._channels: list[RedisChannel] = []
+
+    def _open_async(self) -> _AsyncRedis:
+        client = _options.make_client(self.settings, _options.ASYNCIO)
+        limit = min(
+            self.settings.connection.get("max_connections") or ASYNC_CONNECTIONS, ASYNC_CONNECTIONS
+        )
+        return _AsyncRedis(client, client.register_script(STORE), asyncio.Semaphore(limit))
+
+    async def _acall(self, what: str, command: Callable[[_AsyncRedis], Awaitable[T]]) -> T:
+        """``command`` on this loop's client, within a connection slot, errors made clear.
+
+        redis-py can lose a cancellation that lands inside a command (the command
+        returns as if none came, and a cancelled wait would then wait on): the
+        command runs in a task of its own and only the caller is cancelled.
+        """
+        redis_ = await self._async.get()
+
+        async def call() -> T:
+            async with redis_.slots:
+                with self._network(what):
+                    return await command(redis_)
+
+        task = asyncio.ensure_future(call())
+        redis_.running.add(task)
+        task.add_done_callback(redis_.finished)
+        return await asyncio.shield(task)
 
     # --- errors -----------------------------------------------------------------------
 
@@ -80,9 +138,13 @@ class RedisBackend(KeyValueStore):
 
     def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
         with self._network(f"MGET of {len(keys)} keys"):
-            if self.settings.kind == "cluster":
-                return list(self.client.mget_nonatomic(keys))
-            return list(self.client.mget(keys))
+            return list(self._mget(self.client, keys))
+
+    def _mget(self, client: Any, keys: Sequence[str]) -> Any:
+        """MGET on either client (a cluster's keys live on several nodes)."""
+        if self.settings.kind == "cluster":
+            return client.mget_nonatomic(keys)
+        return client.mget(keys)
 
     def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
         with self._network(f"SET {key}"):
@@ -100,9 +162,13 @@ class RedisBackend(KeyValueStore):
         data = self.encode_meta(meta)
         with self._network(f"storing {key}"):
             if self.codec.serializer in SCRIPT_DECODERS:
-                args = [data, _milliseconds(ttl) or 0, int(overwrite), self.codec.serializer]
-                return bool(self._store_script(keys=[key], args=args))
+                return bool(
+                    self._store_script(keys=[key], args=self._script_args(data, ttl, overwrite))
+                )
             return self._store_watched(key, meta.task_id, data, ttl, overwrite)
+
+    def _script_args(self, data: bytes, ttl: float | None, overwrite: bool) -> list[Any]:
+        return [data, _milliseconds(ttl) or 0, int(overwrite), self.codec.serializer]
 
     def _store_watched(
         self, key: str, task_id: str, data: bytes, ttl: float | None, overwrite: bool
@@ -125,12 +191,52 @@ class RedisBackend(KeyValueStore):
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
+        with self._network(f"DEL {self.task_key(task_id)}"):
+            deleted, _ = self._forget_pipeline(self.client, task_id).execute()
+        return bool(deleted)
+
+    def _forget_pipeline(self, client: Any, task_id: str) -> Any:
+        """Both keys of a task in one round trip (forget frees everything tied to the id)."""
+        pipe = client.pipeline(transaction=False)
+        pipe.delete(self.task_key(task_id))
+        pipe.delete(self.revoked_key(task_id))
+        return pipe
+
+    # --- the asyncio twins (redis.asyncio, one client per event loop) -------------------
+
+    @hookimpl
+    async def async_store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        if self.codec.serializer not in SCRIPT_DECODERS:
+            # The script cannot read pickle or yaml: the WATCH transaction of the
+            # blocking path, in a worker thread.
+            return await asyncio.to_thread(self.store_result, meta, ttl, overwrite)
+        key = self.task_key(meta.task_id)
+        args = self._script_args(self.encode_meta(meta), ttl, overwrite)
+        written = await self._acall(
+            f"storing {key}", lambda redis_: redis_.store_script(keys=[key], args=args)
+        )
+        return bool(written)
+
+    @hookimpl
+    async def async_get(self, task_id: str) -> TaskMeta | None:
         key = self.task_key(task_id)
-        with self._network(f"DEL {key}"):
-            pipe = self.client.pipeline(transaction=False)
-            pipe.delete(key)
-            pipe.delete(self.revoked_key(task_id))
-            deleted, _ = pipe.execute()
+        data = await self._acall(f"GET {key}", lambda redis_: redis_.client.get(key))
+        return None if data is None else self.decode_meta(task_id, data)
+
+    @hookimpl
+    async def async_get_many(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
+        keys = [self.task_key(t) for t in task_ids]
+        values = await self._acall(
+            f"MGET of {len(keys)} keys", lambda redis_: self._mget(redis_.client, keys)
+        )
+        return self.decode_many(task_ids, values)
+
+    @hookimpl
+    async def async_forget(self, task_id: str) -> bool:
+        deleted, _ = await self._acall(
+            f"DEL {self.task_key(task_id)}",
+            lambda redis_: self._forget_pipeline(redis_.client, task_id).execute(),
+        )
         return bool(deleted)
 
     @hookimpl
@@ -159,6 +265,7 @@ class RedisBackend(KeyValueStore):
         for channel in self._channels:
             channel.close()
         self._channels.clear()
+        self._async.close()
         if os.getpid() == self._pid:
             self.client.close()
             if self.settings.kind == "sentinel":
@@ -171,6 +278,15 @@ class RedisBackend(KeyValueStore):
     def subscribed_ids(self) -> frozenset[str]:
         """Ids this backend's channel is subscribed to (for tests and diagnostics)."""
         return frozenset().union(*(c.subscribed_ids() for c in self._channels))
+
+
+async def _close_async(redis_: _AsyncRedis) -> None:
+    await redis_.client.aclose()
+    pool = getattr(redis_.client, "connection_pool", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    if manager is not None:  # as in close(): the sentinels' connections are not the client's
+        for sentinel in manager.sentinels:
+            await sentinel.aclose()
 
 
 def _milliseconds(ttl: float | None) -> int | None:

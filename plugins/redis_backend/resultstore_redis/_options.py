@@ -10,9 +10,14 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import redis
+import redis.asyncio
+import redis.asyncio.cluster
+import redis.asyncio.retry
+import redis.asyncio.sentinel
+import redis.cluster
+import redis.retry
+import redis.sentinel
 from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
-from redis.retry import Retry
-from redis.sentinel import Sentinel
 
 from resultstore import URL
 
@@ -63,13 +68,14 @@ class RetryPolicy:
     # (start, start + step, ...); without it they double from interval_start.
     interval_step: float | None = None
 
-    def for_redis(self, errors: tuple[type[Exception], ...]) -> Retry:
+    def for_redis(self, errors: tuple[type[Exception], ...], retry_class: Any) -> Any:
+        """redis-py's Retry (``retry_class``: the sync or the asyncio one) for this policy."""
         backoff: AbstractBackoff
         if self.interval_step is None:
             backoff = ExponentialBackoff(cap=self.interval_max, base=self.interval_start)
         else:
             backoff = _LinearBackoff(self.interval_start, self.interval_step, self.interval_max)
-        return Retry(backoff, self.max_retries, supported_errors=errors)
+        return retry_class(backoff, self.max_retries, supported_errors=errors)
 
 
 class _LinearBackoff(AbstractBackoff):
@@ -138,8 +144,7 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     errors: tuple[type[Exception], ...] = (redis.ConnectionError, OSError)
     if connection.pop("retry_on_timeout"):
         errors += (redis.TimeoutError,)
-    connection["retry"] = retry.for_redis(errors)
-    connection["retry_on_error"] = list(errors)
+    connection["retry_on_error"] = list(errors)  # make_client adds the matching Retry
     username = options.get("redis_username")
     if username is not None and not isinstance(username, str):
         raise TypeError(f"redis_username must be a str, got {type(username).__name__}")
@@ -228,9 +233,38 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     return RedisSettings("standalone", connection, **common)
 
 
-def make_client(settings: RedisSettings) -> Any:
-    """A redis-py client for the settings: Redis, a Sentinel master, or RedisCluster."""
+@dataclass(frozen=True)
+class _Flavour:
+    """The classes of one of redis-py's two APIs (blocking and asyncio)."""
+
+    redis: Any
+    cluster: Any
+    cluster_node: Any
+    sentinel: Any
+    retry: Any
+
+
+BLOCKING = _Flavour(
+    redis.Redis,
+    redis.RedisCluster,
+    redis.cluster.ClusterNode,
+    redis.sentinel.Sentinel,
+    redis.retry.Retry,
+)
+ASYNCIO = _Flavour(
+    redis.asyncio.Redis,
+    redis.asyncio.RedisCluster,
+    redis.asyncio.cluster.ClusterNode,
+    redis.asyncio.sentinel.Sentinel,
+    redis.asyncio.retry.Retry,
+)
+
+
+def make_client(settings: RedisSettings, flavour: _Flavour = BLOCKING) -> Any:
+    """A redis-py client for the settings: Redis, a Sentinel master, or RedisCluster
+    (``flavour=ASYNCIO``: the same from ``redis.asyncio``, bound to the running loop)."""
     kwargs = dict(settings.connection)
+    kwargs["retry"] = settings.retry.for_redis(tuple(kwargs["retry_on_error"]), flavour.retry)
     if settings.kind == "sentinel":
         sentinel_kwargs = dict(settings.sentinel_kwargs) or {
             "socket_timeout": kwargs.get("socket_timeout"),
@@ -240,15 +274,15 @@ def make_client(settings: RedisSettings) -> Any:
         # and the master connection's retry policy repeats the whole discovery. redis-py's
         # default (3 retries from a 1 s backoff) made a dead first sentinel cost ~4 s on
         # every master lookup (each new connection, each subscriber reconnect).
-        sentinel_kwargs.setdefault("retry", Retry(NoBackoff(), 0))
-        sentinel = Sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)
+        sentinel_kwargs.setdefault("retry", flavour.retry(NoBackoff(), 0))
+        sentinel = flavour.sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)
         assert settings.master_name is not None
         return sentinel.master_for(settings.master_name, **kwargs)
     if settings.kind == "cluster":
         kwargs.pop("db", None)
-        nodes = [redis.cluster.ClusterNode(host, port) for host, port in settings.startup_nodes]
-        return redis.RedisCluster(startup_nodes=nodes, **kwargs)
-    return redis.Redis(**kwargs)
+        nodes = [flavour.cluster_node(host, port) for host, port in settings.startup_nodes]
+        return flavour.cluster(startup_nodes=nodes, **kwargs)
+    return flavour.redis(**kwargs)
 
 
 def _reject_unknown(options: Mapping[str, Any]) -> None:
