@@ -8,16 +8,17 @@ README's "Providers" section.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import ExitStack
 from contextvars import ContextVar
 from dataclasses import replace
 from traceback import format_exception
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, ParamSpec, TypeVar
 
 from ._context import running_task
 from ._errors import EncodeError, ResultStoreError, TaskRevokedError, WorkerLostError
@@ -54,6 +55,10 @@ class TaskRun:
     :class:`WorkerLostError` when a ``BaseException`` (``KeyboardInterrupt``,
     ``SystemExit``) interrupted it. :meth:`call` runs a function in the run and
     stores its return value.
+
+    Coroutines use ``async with`` and :meth:`acall`, :meth:`aupdate_state` and
+    :meth:`ais_revoked`: the same steps, never blocking the event loop (a
+    cancelled run ends as FAILURE with :class:`WorkerLostError`).
     """
 
     def __init__(
@@ -86,14 +91,7 @@ class TaskRun:
 
     def update_state(self, state: str, meta: Mapping[str, Any] | None = None) -> None:
         """Report progress: a custom state (``"PROGRESS"``) with its meta."""
-        if state in READY_STATES:
-            raise ValueError(
-                f"update_state({state!r}) would end the task; return the value, raise, "
-                "or raise TaskRevokedError instead"
-            )
-        if meta is not None and not isinstance(meta, Mapping):
-            raise TypeError(f"meta must be a mapping, got {type(meta).__name__}")
-        self._store(dict(meta or {}), state)
+        self._store(self._progress(state, meta), state)
 
     def is_revoked(self) -> bool:
         """Whether a client revoked the task (check it between steps of long work)."""
@@ -119,21 +117,47 @@ class TaskRun:
 
         return wrapper
 
+    # --- the same for coroutines -------------------------------------------------------------
+
+    async def aupdate_state(self, state: str, meta: Mapping[str, Any] | None = None) -> None:
+        """:meth:`update_state` for coroutines: never blocks the event loop."""
+        await self._astore(self._progress(state, meta), state)
+
+    async def ais_revoked(self) -> bool:
+        """:meth:`is_revoked` for coroutines (in a worker thread: revocation hooks are sync)."""
+        return await asyncio.to_thread(self.backend.is_revoked, self.task_id)
+
+    async def araise_if_revoked(self) -> None:
+        if await self.ais_revoked():
+            raise TaskRevokedError(f"task {self.task_id!r} was revoked")
+
+    async def acall(self, fn: Callable[P, Awaitable[R]], /, *args: P.args, **kwargs: P.kwargs) -> R:
+        """Await ``fn(*args, **kwargs)`` as this task; its value is the result."""
+        async with self:
+            value = self.result = await fn(*args, **kwargs)
+        return value
+
     # --- the context manager --------------------------------------------------------------
 
     def __enter__(self) -> TaskRun:
-        if self._entered:
-            raise RuntimeError(f"{self!r} was entered already; a run is used once")
-        self._entered = True
+        self._enter_once()
         if self.track_started:
-            started = {"pid": os.getpid(), "hostname": socket.gethostname()}
-            if not self._store(started, STARTED):
-                self._refuse()
-        elif self.backend.get_state(self.task_id) in READY_STATES:
-            self._refuse()
-        self._stack.enter_context(running_task(self.task_id))
-        self._stack.callback(_current_run.reset, _current_run.set(self))
-        return self
+            runnable = self._store(self._started(), STARTED)
+        else:
+            runnable = self.backend.get_state(self.task_id) not in READY_STATES
+        if not runnable:
+            self._refuse(self.backend.get_state(self.task_id))
+        return self._activate()
+
+    async def __aenter__(self) -> TaskRun:
+        self._enter_once()
+        if self.track_started:
+            runnable = await self._astore(self._started(), STARTED)
+        else:
+            runnable = (await self._astate()) not in READY_STATES
+        if not runnable:
+            self._refuse(await self._astate())
+        return self._activate()
 
     def __exit__(
         self,
@@ -142,30 +166,75 @@ class TaskRun:
         tb: TracebackType | None,
     ) -> None:
         self._stack.close()
-        if exc is None:
-            try:
-                self._store(self.result, SUCCESS)
-            except EncodeError as error:
-                # The task ran, but its value cannot be stored: say so in the
-                # result, or it would read STARTED forever.
-                self._store(error, FAILURE)
-                raise
-        elif isinstance(exc, TaskRevokedError):
-            self._store(exc, REVOKED)
-        elif isinstance(exc, Exception):
-            self._store(exc, FAILURE)
-        else:
-            assert exc_type is not None
-            lost = WorkerLostError(f"task {self.task_id!r} was interrupted by {exc_type.__name__}")
-            self._store(lost, FAILURE, "".join(format_exception(exc)))
+        try:
+            self._store(*self._outcome(exc))
+        except EncodeError as error:
+            self._store(*self._unstorable(error))
+            raise
 
-    def _refuse(self) -> None:
-        state = self.backend.get_state(self.task_id)
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._stack.close()
+        try:
+            await self._astore(*self._outcome(exc))
+        except EncodeError as error:
+            await self._astore(*self._unstorable(error))
+            raise
+
+    # --- what to store, decided once for both ------------------------------------------------
+
+    def _enter_once(self) -> None:
+        if self._entered:
+            raise RuntimeError(f"{self!r} was entered already; a run is used once")
+        self._entered = True
+
+    @staticmethod
+    def _started() -> dict[str, Any]:
+        return {"pid": os.getpid(), "hostname": socket.gethostname()}
+
+    def _activate(self) -> TaskRun:
+        self._stack.enter_context(running_task(self.task_id))
+        self._stack.callback(_current_run.reset, _current_run.set(self))
+        return self
+
+    def _refuse(self, state: str) -> NoReturn:
         if state == REVOKED:
             raise TaskRevokedError(f"task {self.task_id!r} was revoked before it started")
         raise ResultStoreError(
             f"task {self.task_id!r} already finished ({state}); a task id is run once"
         )
+
+    @staticmethod
+    def _progress(state: str, meta: Mapping[str, Any] | None) -> dict[str, Any]:
+        if state in READY_STATES:
+            raise ValueError(
+                f"update_state({state!r}) would end the task; return the value, raise, "
+                "or raise TaskRevokedError instead"
+            )
+        if meta is not None and not isinstance(meta, Mapping):
+            raise TypeError(f"meta must be a mapping, got {type(meta).__name__}")
+        return dict(meta or {})
+
+    def _outcome(self, exc: BaseException | None) -> tuple[Any, str, str | None]:
+        """The value, state and traceback that end the run."""
+        if exc is None:
+            return self.result, SUCCESS, None
+        if isinstance(exc, TaskRevokedError):
+            return exc, REVOKED, None
+        if isinstance(exc, Exception):
+            return exc, FAILURE, None
+        lost = WorkerLostError(f"task {self.task_id!r} was interrupted by {type(exc).__name__}")
+        return lost, FAILURE, "".join(format_exception(exc))
+
+    @staticmethod
+    def _unstorable(error: EncodeError) -> tuple[Any, str, str | None]:
+        # The task ran, but its value cannot be stored: say so in the result, or it
+        # would read STARTED forever.
+        return error, FAILURE, None
 
     def _store(self, value: Any, state: str, traceback: str | None = None) -> bool:
         written = self.backend.store_result(
@@ -174,3 +243,14 @@ class TaskRun:
         if written:
             self.state = state
         return written
+
+    async def _astore(self, value: Any, state: str, traceback: str | None = None) -> bool:
+        written = await self.backend.astore_result(
+            self.task_id, value, state, traceback, request=self.request
+        )
+        if written:
+            self.state = state
+        return written
+
+    async def _astate(self) -> str:
+        return (await self.backend.aget_task_meta(self.task_id)).status

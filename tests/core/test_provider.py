@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import threading
@@ -23,6 +24,8 @@ from resultstore import (
     TaskRevokedError,
     WorkerLostError,
 )
+
+from ..threads import DEADLINE
 
 WORKER = f"{os.getpid()}@{socket.gethostname()}"
 
@@ -308,3 +311,106 @@ class Recorder:
     def result_stored(self, meta: resultstore.TaskMeta, written: bool) -> None:
         if written:
             self.seen.append(meta.status)
+
+
+# --- coroutines ---------------------------------------------------------------------------
+
+
+def test_async_with_stores_started_progress_and_success(backend: Backend) -> None:
+    seen: list[str] = []
+    backend.add_plugin(Recorder(seen))
+
+    async def work() -> int:
+        run = resultstore.current_run()
+        assert run is not None
+        await run.aupdate_state("PROGRESS", {"done": 1})
+        assert await run.ais_revoked() is False
+        await run.araise_if_revoked()
+        return 7
+
+    async def main() -> int:
+        return await backend.run("t1").acall(work)
+
+    assert asyncio.run(main()) == 7
+    assert seen == [STARTED, "PROGRESS", SUCCESS]
+    assert backend.get_result("t1") == 7
+    assert resultstore.current_run() is None
+
+
+def test_async_with_stores_the_failure_and_re_raises(backend: Backend) -> None:
+    async def main() -> None:
+        async with backend.run("t1"):
+            raise KeyError("gone")
+
+    with pytest.raises(KeyError):
+        asyncio.run(main())
+    meta = backend.get_task_meta("t1")
+    assert meta.status == FAILURE
+    assert meta.result == {
+        "exc_type": "KeyError",
+        "exc_message": ["gone"],
+        "exc_module": "builtins",
+    }
+    assert meta.traceback is not None
+    assert meta.traceback.endswith("KeyError: 'gone'\n")
+
+
+def test_a_cancelled_async_run_ends_as_worker_lost(backend: Backend) -> None:
+    async def main() -> None:
+        started = asyncio.Event()
+
+        async def task() -> None:
+            async with backend.run("t1"):
+                started.set()
+                await asyncio.sleep(60)
+
+        running = asyncio.ensure_future(task())
+        await asyncio.wait_for(started.wait(), DEADLINE)
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
+
+    asyncio.run(main())
+    error = backend.get_result("t1")
+    assert type(error) is WorkerLostError
+    assert str(error) == "task 't1' was interrupted by CancelledError"
+
+
+def test_async_runs_refuse_revoked_and_finished_tasks(backend: Backend) -> None:
+    backend.revoke("gone")
+    backend.mark_as_done("done", 1)
+
+    async def main(task_id: str, track_started: bool) -> None:
+        async with backend.run(task_id, track_started=track_started):
+            pytest.fail("the body must not run")
+
+    for track_started in (True, False):
+        with pytest.raises(TaskRevokedError) as revoked:
+            asyncio.run(main("gone", track_started))
+        assert str(revoked.value) == "task 'gone' was revoked before it started"
+        with pytest.raises(ResultStoreError) as finished:
+            asyncio.run(main("done", track_started))
+        assert (
+            str(finished.value) == "task 'done' already finished (SUCCESS); a task id is run once"
+        )
+
+
+def test_async_revocation_ends_the_run_as_revoked(backend: Backend) -> None:
+    async def main() -> None:
+        async with backend.run("t1") as run:
+            await asyncio.to_thread(backend.revoke, "t1")
+            await run.araise_if_revoked()
+
+    with pytest.raises(TaskRevokedError):
+        asyncio.run(main())
+    assert backend.get_state("t1") == REVOKED
+
+
+def test_async_update_state_refuses_ready_states(backend: Backend) -> None:
+    async def main() -> None:
+        async with backend.run("t1") as run:
+            with pytest.raises(ValueError, match="would end the task"):
+                await run.aupdate_state(FAILURE)
+
+    asyncio.run(main())
+    assert backend.get_state("t1") == SUCCESS
