@@ -22,6 +22,7 @@ from redis.sentinel import SentinelManagedSSLConnection
 from resultstore import URL, AsyncResult, Backend, BackendUnavailable, GroupResult
 from resultstore_redis import _options
 
+from ..threads import Worker
 from .conftest import transport
 from .servers import RedisServer
 
@@ -407,7 +408,9 @@ class TestOptions:
             assert kwargs["health_check_interval"] == 25.0
             assert kwargs["retry"]._retries == 3
             assert redis.TimeoutError not in kwargs["retry_on_error"]
-            assert "max_connections" not in backend.plugin.settings.connection  # type: ignore[attr-defined]
+            pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
+            assert type(pool) is redis.BlockingConnectionPool
+            assert (pool.max_connections, pool.timeout) == (100, 30.0)
             assert backend.plugin.keyprefix == ""  # type: ignore[attr-defined]
 
     def test_every_option_applied(self) -> None:
@@ -443,17 +446,47 @@ class TestOptions:
             assert pool_kwargs(backend)["socket_timeout"] is None
             assert pool_kwargs(backend)["socket_connect_timeout"] is None
 
-    def test_max_connections_is_enforced(self, redis_url: str, keyprefix: str) -> None:
+    def test_a_thread_waits_for_a_free_connection(
+        self, redis_url: str, keyprefix: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        monkeypatch.setattr(_options, "POOL_WAIT", 0.3)
         options = {"redis_max_connections": 1, **transport(keyprefix)}
         with Backend(redis_url, options=options) as backend:
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
             held = pool.get_connection()
+            with pytest.raises(BackendUnavailable, match="No connection available"):
+                backend.mark_as_done("t", 1)  # waited POOL_WAIT, then gave up
+            release = threading.Timer(0.1, pool.release, [held])
+            release.start()
+            storer = Worker(lambda: backend.mark_as_done("t", 1))
+            storer.start()
+            assert storer.finish() is True  # it waited for the released connection
+            release.join()
+            assert backend.get_result("t") == 1
+
+    def test_a_thousand_busy_threads_share_the_pool(self, redis_url: str, keyprefix: str) -> None:
+        """More threads than connections: they queue for one instead of failing."""
+        threads = 1000
+        server = redis.Redis.from_url(redis_url)
+        before = len(server.client_list())
+        with Backend(redis_url, options=transport(keyprefix)) as backend:
+            backend.mark_as_done("t", "v")
+            start = threading.Barrier(threads)
+
+            def read() -> str:
+                start.wait()
+                return str(backend.get_result("t"))
+
+            old_stack_size = threading.stack_size(256 * 1024)
             try:
-                with pytest.raises(BackendUnavailable, match="Too many connections"):
-                    backend.mark_as_done("t", 1)
+                workers = [Worker(read) for _ in range(threads)]
+                for worker in workers:
+                    worker.start()
             finally:
-                pool.release(held)
-            assert backend.mark_as_done("t", 1)
+                threading.stack_size(old_stack_size)
+            assert [w.finish() for w in workers] == ["v"] * threads
+            assert len(server.client_list()) - before <= 100
+        server.close()
 
     @pytest.mark.parametrize(
         ("option", "value", "error", "message"),

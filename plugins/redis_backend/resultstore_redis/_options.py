@@ -23,6 +23,10 @@ from resultstore import URL
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
+# Connections per standalone client (redis_max_connections overrides); a thread that
+# finds them all busy waits up to POOL_WAIT seconds for one, then the call fails.
+DEFAULT_MAX_CONNECTIONS = 100
+POOL_WAIT = 30.0
 
 # Celery's setting names (and defaults where Celery has one).
 _NUMBER_OPTIONS = {
@@ -184,6 +188,9 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         if use_ssl:
             connection["ssl"] = True
             connection.update(_ssl(url, {}, use_ssl))
+        # redis-py has no blocking Sentinel pool: no cap unless asked, as on Cluster
+        # (its default of 100 raised "Too many connections" at the 101st busy thread).
+        connection["max_connections"] = max_connections or 2**31
         return RedisSettings(
             "sentinel",
             connection,
@@ -228,8 +235,7 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     if query:
         hint = " (TLS parameters need rediss://)" if _SSL_KEYS & set(query) else ""
         raise ValueError(f"{url.masked!r}: unknown query parameter(s) {sorted(query)}{hint}")
-    if max_connections:
-        connection["max_connections"] = max_connections
+    connection["max_connections"] = max_connections or DEFAULT_MAX_CONNECTIONS
     return RedisSettings("standalone", connection, **common)
 
 
@@ -242,6 +248,7 @@ class _Flavour:
     cluster_node: Any
     sentinel: Any
     retry: Any
+    blocking_pool: Any
 
 
 BLOCKING = _Flavour(
@@ -250,6 +257,7 @@ BLOCKING = _Flavour(
     redis.cluster.ClusterNode,
     redis.sentinel.Sentinel,
     redis.retry.Retry,
+    redis.BlockingConnectionPool,
 )
 ASYNCIO = _Flavour(
     redis.asyncio.Redis,
@@ -257,6 +265,7 @@ ASYNCIO = _Flavour(
     redis.asyncio.cluster.ClusterNode,
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.retry.Retry,
+    redis.asyncio.BlockingConnectionPool,
 )
 
 
@@ -282,7 +291,16 @@ def make_client(settings: RedisSettings, flavour: _Flavour = BLOCKING) -> Any:
         kwargs.pop("db", None)
         nodes = [flavour.cluster_node(host, port) for host, port in settings.startup_nodes]
         return flavour.cluster(startup_nodes=nodes, **kwargs)
-    return flavour.redis(**kwargs)
+    # A thread beyond the pool's connections waits for one to come free (redis-py's
+    # default pool raised "Too many connections" at the 101st busy thread).
+    pool = flavour.redis(**kwargs).connection_pool
+    blocking = flavour.blocking_pool(
+        connection_class=pool.connection_class,
+        max_connections=pool.max_connections,
+        timeout=POOL_WAIT,
+        **pool.connection_kwargs,
+    )
+    return flavour.redis.from_pool(blocking)  # the client owns the pool: closed with it
 
 
 def _reject_unknown(options: Mapping[str, Any]) -> None:
