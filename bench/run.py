@@ -26,6 +26,7 @@ import celery
 import redis
 from celery_bench import celery_redis_rows, celery_sql_rows
 from common import LARGE, SMALL, Row, meta_json, percentile, rate, table
+from scale import redis_connections, scale_figures, scale_table, sql_connections
 from sql_bench import sql_rows
 from waits import await_latencies, wait_latencies
 
@@ -192,6 +193,18 @@ def main() -> None:
     theirs += celery_sql_rows("PostgreSQL", f"db+{pg}", "postgresql", pg, *few)
     out = f"{table(rows)}\n\n{table(theirs, f'Celery {celery.__version__}')}"
     print(out)
+    many = 20 if args.smoke else 1000
+    gets = 1000 if args.smoke else 100_000
+    with tempfile.TemporaryDirectory() as tmp:
+        scale = scale_table(
+            [
+                scale_figures("Redis", args.redis, {}, many, gets, redis_connections(args.redis)),
+                scale_figures("SQLite", f"db+sqlite:///{tmp}/scale.db", {}, many, gets),
+                scale_figures("PostgreSQL", f"db+{pg}", {}, many, gets, sql_connections(pg)),
+                scale_figures("MariaDB", f"db+mysql://{args.mysql}", {}, many, gets),
+            ]
+        )
+    print(f"\n{scale}")
     if args.write:
         info = (
             f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, "
@@ -203,6 +216,7 @@ def main() -> None:
             "Celery's database backend)."
         )
         _write_section("<!-- results -->", "<!-- /results -->", f"{info}\n\n{out}")
+        _write_section("<!-- scale -->", "<!-- /scale -->", scale)
 
 
 def _write_section(start: str, end: str, body: str) -> None:

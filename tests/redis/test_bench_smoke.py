@@ -22,7 +22,10 @@ def test_bench_smoke(redis_url: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    figures, _, scale = done.stdout.partition("\n| backend | waiters |")
+    lines = figures.splitlines()
+    scale_rows = [line.split(" | ")[0].lstrip("| ") for line in scale.splitlines()[2:]]
+    assert scale_rows == ["Redis", "SQLite", "PostgreSQL", "MariaDB"]
     assert lines[0] == "| scenario | resultstore | raw driver | ratio (median, min-max) |"
     celery_header = [line for line in lines if line.startswith("| scenario | Celery ")]
     assert len(celery_header) == 1
