@@ -25,6 +25,8 @@ from resultstore import (
     hookimpl,
 )
 
+from ..doubles import DictPlugin
+
 SCHEME = "hooktest"
 URL = f"{SCHEME}://"
 
@@ -542,3 +544,33 @@ def test_the_same_wrapper_twice_is_a_validation_error(backend: Backend) -> None:
     with pytest.raises(PluginValidationError) as info:
         backend.add_plugin(counter)
     assert str(info.value).startswith(f"plugin {__name__}.Counter: Plugin name already registered")
+
+
+def test_a_wrapper_added_later_sees_the_hot_calls(store_url: str) -> None:
+    """Reads and stores skip pluggy while nothing wraps them; add_plugin must end that."""
+    with Backend(store_url) as backend:
+        backend.mark_as_done("t0", 0)
+        counter = Counter()
+        backend.add_plugin(counter)
+        backend.mark_as_done("t1", 1)
+        assert backend.get_result("t1") == 1
+        assert counter.calls == {"store_result": 1, "get": 1}
+
+
+class KeepsEverything(DictPlugin):
+    """A storage plugin whose store_result leaves out arguments it does not use."""
+
+    @hookimpl
+    def store_result(self, meta: TaskMeta) -> bool:  # type: ignore[override]
+        self.data[meta.task_id] = meta
+        return True
+
+
+def test_a_hook_taking_fewer_arguments_is_still_called() -> None:
+    resultstore.register_backend("keeps-everything", KeepsEverything)
+    try:
+        with Backend("keeps-everything://") as backend:
+            assert backend.mark_as_done("t", 5) is True
+            assert backend.get_result("t") == 5
+    finally:
+        resultstore.unregister_backend("keeps-everything")

@@ -21,6 +21,7 @@ from redis.sentinel import SentinelManagedSSLConnection
 
 from resultstore import URL, AsyncResult, Backend, BackendUnavailable, GroupResult
 from resultstore_redis import _options
+from resultstore_redis._pool import WaitingPool
 
 from ..threads import Worker
 from .conftest import transport
@@ -409,8 +410,8 @@ class TestOptions:
             assert kwargs["retry"]._retries == 3
             assert redis.TimeoutError not in kwargs["retry_on_error"]
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
-            assert type(pool) is redis.BlockingConnectionPool
-            assert (pool.max_connections, pool.timeout) == (100, 30.0)
+            assert type(pool) is WaitingPool
+            assert (pool.max_connections, pool.wait) == (100, 30.0)
             assert backend.plugin.keyprefix == ""  # type: ignore[attr-defined]
 
     def test_every_option_applied(self) -> None:
@@ -454,7 +455,9 @@ class TestOptions:
         with Backend(redis_url, options=options) as backend:
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
             held = pool.get_connection()
-            with pytest.raises(BackendUnavailable, match="No connection available"):
+            with pytest.raises(
+                BackendUnavailable, match=r"no connection came free within 0.3 s \(all 1 in use\)"
+            ):
                 backend.mark_as_done("t", 1)  # waited POOL_WAIT, then gave up
             release = threading.Timer(0.1, pool.release, [held])
             release.start()

@@ -124,16 +124,22 @@ class RedisBackend(KeyValueStore):
         try:
             yield
         except NETWORK_ERRORS as exc:
-            raise BackendUnavailable(
-                f"{what} failed on {self.config.url.masked} after "
-                f"{self.settings.retry.max_retries} retries: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._unavailable(what, exc) from exc
+
+    def _unavailable(self, what: str, exc: Exception) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"{what} failed on {self.config.url.masked} after "
+            f"{self.settings.retry.max_retries} retries: {type(exc).__name__}: {exc}"
+        )
 
     # --- key-value primitives -------------------------------------------------------------
 
     def kv_get(self, key: str) -> bytes | None:
-        with self._network(f"GET {key}"):
+        # try/except, not _network(): the hot path skips a context manager and a string.
+        try:
             value: bytes | None = self.client.get(key)
+        except NETWORK_ERRORS as exc:
+            raise self._unavailable(f"GET {key}", exc) from exc
         return value
 
     def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
@@ -160,12 +166,14 @@ class RedisBackend(KeyValueStore):
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
         key = self.task_key(meta.task_id)
         data = self.encode_meta(meta)
-        with self._network(f"storing {key}"):
+        try:
             if self.codec.serializer in SCRIPT_DECODERS:
                 return bool(
                     self._store_script(keys=[key], args=self._script_args(data, ttl, overwrite))
                 )
             return self._store_watched(key, meta.task_id, data, ttl, overwrite)
+        except NETWORK_ERRORS as exc:
+            raise self._unavailable(f"storing {key}", exc) from exc
 
     def _script_args(self, data: bytes, ttl: float | None, overwrite: bool) -> list[Any]:
         return [data, _milliseconds(ttl) or 0, int(overwrite), self.codec.serializer]

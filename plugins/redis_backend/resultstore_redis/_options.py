@@ -21,10 +21,12 @@ from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
 
 from resultstore import URL
 
+from ._pool import WaitingPool
+
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
 # Connections per standalone client (redis_max_connections overrides); a thread that
-# finds them all busy waits up to POOL_WAIT seconds for one, then the call fails.
+# finds them all busy waits up to POOL_WAIT seconds for one (_pool.WaitingPool).
 DEFAULT_MAX_CONNECTIONS = 100
 POOL_WAIT = 30.0
 
@@ -248,7 +250,6 @@ class _Flavour:
     cluster_node: Any
     sentinel: Any
     retry: Any
-    blocking_pool: Any
 
 
 BLOCKING = _Flavour(
@@ -257,7 +258,6 @@ BLOCKING = _Flavour(
     redis.cluster.ClusterNode,
     redis.sentinel.Sentinel,
     redis.retry.Retry,
-    redis.BlockingConnectionPool,
 )
 ASYNCIO = _Flavour(
     redis.asyncio.Redis,
@@ -265,7 +265,6 @@ ASYNCIO = _Flavour(
     redis.asyncio.cluster.ClusterNode,
     redis.asyncio.sentinel.Sentinel,
     redis.asyncio.retry.Retry,
-    redis.asyncio.BlockingConnectionPool,
 )
 
 
@@ -291,16 +290,19 @@ def make_client(settings: RedisSettings, flavour: _Flavour = BLOCKING) -> Any:
         kwargs.pop("db", None)
         nodes = [flavour.cluster_node(host, port) for host, port in settings.startup_nodes]
         return flavour.cluster(startup_nodes=nodes, **kwargs)
-    # A thread beyond the pool's connections waits for one to come free (redis-py's
-    # default pool raised "Too many connections" at the 101st busy thread).
-    pool = flavour.redis(**kwargs).connection_pool
-    blocking = flavour.blocking_pool(
+    client = flavour.redis(**kwargs)
+    if flavour is ASYNCIO:
+        return client  # its callers are bounded by the plugin's per-loop semaphore
+    # A thread beyond the pool's connections waits for one to come free. The
+    # client above worked out the connection class and arguments for the URL.
+    pool = client.connection_pool
+    waiting = WaitingPool(
+        wait=POOL_WAIT,
         connection_class=pool.connection_class,
         max_connections=pool.max_connections,
-        timeout=POOL_WAIT,
         **pool.connection_kwargs,
     )
-    return flavour.redis.from_pool(blocking)  # the client owns the pool: closed with it
+    return flavour.redis.from_pool(waiting)  # the client owns the pool: closed with it
 
 
 def _reject_unknown(options: Mapping[str, Any]) -> None:
