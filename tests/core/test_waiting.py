@@ -772,8 +772,12 @@ def test_a_lost_notification_is_rescued_by_the_read_at_the_deadline() -> None:
         resultstore.unregister_backend("deafmemory")
 
 
-def test_a_forked_child_gets_its_own_channel_and_no_parent_waiters(store_url: str) -> None:
-    with Backend(store_url) as backend:
+@pytest.mark.parametrize("url_fixture", ["store_url", "poll_url"])
+def test_a_forked_child_gets_its_own_channel_and_no_parent_waiters(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    # poll_url: the channel is the core's poller, whose thread the child does not have.
+    with Backend(request.getfixturevalue(url_fixture)) as backend:
         parent_wait = Worker(partial(AsyncResult("parent", backend).get, timeout=DEADLINE))
         parent_wait.start()
         wait_until(lambda: backend.waiting_ids() == {"parent"}, "the parent's waiter is blocked")
@@ -787,8 +791,10 @@ def test_a_forked_child_gets_its_own_channel_and_no_parent_waiters(store_url: st
             deadline = time.monotonic() + 5
             while backend.waiting_ids() != {"child"} and time.monotonic() < deadline:
                 time.sleep(0.001)
+            stored_at = time.monotonic()
             backend.mark_as_done("child", 7)
             ok = ok and child_wait.finish() == 7 and backend.waiting_ids() == frozenset()
+            ok = ok and child_wait.returned_at - stored_at < 1.0  # woken, not read at 5 s
             os._exit(0 if ok else 1)
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
