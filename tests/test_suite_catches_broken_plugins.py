@@ -123,8 +123,8 @@ def failed_tests(pytester: pytest.Pytester) -> set[str]:
 def test_suite_fails_exactly_the_broken_capabilities(pytester: pytest.Pytester) -> None:
     assert failed_tests(pytester) == {
         "TestIgnoresTTL::test_ttl_expiry",
-        "TestLosesWakeups::test_push_wakes_a_blocked_waiter",
-        "TestLosesWakeups::test_push_loses_no_wakeup",
-        "TestLosesWakeups::test_async_push_wakes_an_await",
+        "TestLosesWakeups::test_a_store_wakes_a_blocked_waiter",
+        "TestLosesWakeups::test_no_wakeup_is_lost",
+        "TestLosesWakeups::test_async_store_wakes_an_await",
         "TestLiesAboutGroups::test_groups",
     }

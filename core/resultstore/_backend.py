@@ -32,6 +32,7 @@ from ._plugins import (
     plugin_name,
     validate_plugin,
 )
+from ._polling import POLL_INTERVAL, PollingChannel
 from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
@@ -51,7 +52,6 @@ from ._wait import (
     Progress,
     ReadyIterator,
     arun,
-    poll_plan,
     push_plan,
     run,
 )
@@ -63,8 +63,9 @@ if TYPE_CHECKING:
 DEFAULT_URL = "memory://"
 DEFAULT_EXPIRES = 86400.0  # Celery's result_expires: one day
 MAX_TASK_ID_LENGTH = 155  # Celery's task_id column, so ids stay portable across engines
-# The cap of the polling backoff (plugins without push); see _wait.poll_wait.
-DEFAULT_INTERVAL = 0.1
+# Celery's ``interval=`` of the waits, accepted and checked: waits sleep until woken,
+# and a plugin without push is polled by the backend's one poller at its own pace.
+DEFAULT_INTERVAL = POLL_INTERVAL
 
 
 class _Default:
@@ -203,7 +204,12 @@ class Backend:
             raise
 
     def _new_hub(self) -> WaitHub:
-        return WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
+        if Capability.PUSH in self.capabilities:
+            return WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
+        # Without push the core is the channel: one poller for every wait of this
+        # backend in this process, reading all their ids in one round trip.
+        name = f"resultstore-poll {self.url.masked}"
+        return WaitHub(lambda on_change: PollingChannel(self._read, on_change, name))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
@@ -268,7 +274,7 @@ class Backend:
         self.close()
 
     def close(self) -> None:
-        """Close the push channel and the plugin's connections. Idempotent."""
+        """Close the push channel (or poller) and the plugin's connections. Idempotent."""
         if getattr(self, "_closed", True):
             return
         self._closed = True
@@ -605,11 +611,13 @@ class Backend:
     ) -> ReadyIterator:
         """Yield the metas of ``task_ids`` as each becomes ready (use as a context manager).
 
-        Push plugins wake the wait; others are polled from 1 ms backing off to
-        ``interval``. ``timeout`` is one deadline for all ids.
+        The wait sleeps until the plugin's push channel wakes it; a plugin without
+        push is polled for it by the backend's one poller (from 1 ms after a new
+        wait, backing off to 0.1 s; ``interval`` is accepted for Celery and not
+        used). ``timeout`` is one deadline for all ids.
         """
-        plan, push = self._wait_plan(task_ids, timeout, interval, on_message)
-        return ReadyIterator(run(plan, self._read, self._hub if push else None))
+        plan = self._wait_plan(task_ids, timeout, interval, on_message)
+        return ReadyIterator(run(plan, self._read, self._hub))
 
     def aiter_ready(
         self,
@@ -620,13 +628,12 @@ class Backend:
     ) -> AsyncReadyIterator:
         """:meth:`iter_ready` for coroutines: ``async for`` (and ``async with``) over the metas.
 
-        Push wake-ups come through the same channel as the threads' (no thread and
-        no poll per waiter); reads use the plugin's async twin or a worker thread.
-        A cancelled or timed-out wait leaves no subscription behind.
+        Wake-ups come through the same channel (or poller) as the threads' (no
+        thread and no poll per waiter); reads use the plugin's async twin or a
+        worker thread. A cancelled or timed-out wait leaves no subscription behind.
         """
-        plan, push = self._wait_plan(task_ids, timeout, interval, on_message)
-        hub = self._hub.for_coroutines() if push else None
-        return AsyncReadyIterator(arun(plan, self._aread, hub))
+        plan = self._wait_plan(task_ids, timeout, interval, on_message)
+        return AsyncReadyIterator(arun(plan, self._aread, self._hub.for_coroutines()))
 
     def _wait_plan(
         self,
@@ -634,8 +641,8 @@ class Backend:
         timeout: float | None,
         interval: float,
         on_message: OnMessage | None,
-    ) -> tuple[Plan, bool]:
-        """The checked arguments' wait plan, and whether it waits by push."""
+    ) -> Plan:
+        """The checked arguments' wait plan."""
         ids = _unique_ids(task_ids)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -649,13 +656,10 @@ class Backend:
         if interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        progress = Progress(ids, timeout, on_message)
-        if Capability.PUSH in self.capabilities:
-            return push_plan(progress, deadline, repr(self)), True
-        return poll_plan(progress, deadline, float(interval)), False
+        return push_plan(Progress(ids, timeout, on_message), deadline, repr(self))
 
     def waiting_ids(self) -> frozenset[str]:
-        """Ids that some thread or coroutine in this process is waiting on through push now."""
+        """Ids that some thread or coroutine in this process is waiting on now."""
         return self._hub.waiting_ids()
 
 
@@ -676,8 +680,8 @@ def _or_pending(ids: list[str], found: Mapping[str, TaskMeta]) -> dict[str, Task
     return {t: found.get(t) or TaskMeta(t) for t in ids}
 
 
-# After a fork the child must not share the parent's push channel (its listener
-# thread did not survive, its socket is the parent's) nor the parent's waiters.
+# After a fork the child must not share the parent's push channel or poller (their
+# threads did not survive, a socket is the parent's) nor the parent's waiters.
 _live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
 
 

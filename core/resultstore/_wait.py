@@ -1,8 +1,10 @@
-"""The wait loops: push (sleep on the hub, wake on a change) and polling (backoff from 1 ms).
+"""The wait loop: read, subscribe on the hub, sleep until woken, read what changed.
 
-Each loop is written once, as a plan: a generator that says what to do next
-(read these ids, subscribe, wait for a wake-up, sleep, hand out a ready meta)
-and is sent the outcome, or has the error thrown in. Two drivers carry plans
+Every wait takes it, with or without push in the plugin (without it, the
+hub's channel is the core's shared poller, see _polling). The loop is written
+once, as a plan: a generator that says what to do next (read these ids,
+subscribe, wait for a wake-up, hand out a ready meta) and is sent the outcome,
+or has the error thrown in. Two drivers carry plans
 out: :func:`run` blocks a thread, :func:`arun` awaits the same steps without
 blocking the event loop. Both yield each task's meta as it becomes ready and
 end with one deadline for all ids.
@@ -29,8 +31,6 @@ from ._meta import TaskMeta
 from ._offloop import AsyncWaiter, OffLoopHub
 from ._states import PENDING
 from ._waiting import Waiter, WaitHub
-
-FIRST_POLL_DELAY = 0.001
 
 Read = Callable[[Sequence[str]], Mapping[str, TaskMeta]]
 AsyncRead = Callable[[Sequence[str]], Awaitable[Mapping[str, TaskMeta]]]
@@ -98,18 +98,13 @@ class WakeUp:
 
 
 @dataclass(frozen=True)
-class Sleep:
-    seconds: float
-
-
-@dataclass(frozen=True)
 class Ready:
     """Hand this meta to the caller (its id needs no subscription any more)."""
 
     meta: TaskMeta
 
 
-Step = ReadStep | Subscribe | WakeUp | Sleep | Ready
+Step = ReadStep | Subscribe | WakeUp | Ready
 Plan = Generator[Step, Any, None]
 
 
@@ -168,20 +163,6 @@ def _last_read(progress: Progress) -> Plan:
         raise progress.timeout_error()
 
 
-def poll_plan(progress: Progress, deadline: float | None, interval: float) -> Plan:
-    delay = FIRST_POLL_DELAY
-    while True:
-        found = yield ReadStep(list(progress.pending))
-        yield from _ready(progress, found)
-        if not progress.pending:
-            return
-        remaining = _remaining(deadline)
-        if remaining is not None and remaining <= 0:
-            raise progress.timeout_error()
-        yield Sleep(delay if remaining is None else min(delay, remaining))
-        delay = min(delay * 2, interval)
-
-
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
 
@@ -206,15 +187,15 @@ class _Cursor:
             return None
 
 
-def run(plan: Plan, read: Read, hub: WaitHub | None) -> Iterator[TaskMeta]:
-    """Carry ``plan`` out in this thread (``hub``: the push channel, None when polling)."""
+def run(plan: Plan, read: Read, hub: WaitHub) -> Iterator[TaskMeta]:
+    """Carry ``plan`` out in this thread."""
     cursor = _Cursor(plan)
     waiter: Waiter | None = None
     subscribed: list[str] = []
     try:
         while (step := cursor.next()) is not None:
             if isinstance(step, Ready):
-                if hub is not None and waiter is not None:
+                if waiter is not None:
                     hub.remove(waiter, [step.meta.task_id])
                 yield step.meta
                 continue
@@ -222,26 +203,21 @@ def run(plan: Plan, read: Read, hub: WaitHub | None) -> Iterator[TaskMeta]:
                 if isinstance(step, ReadStep):
                     cursor.reply = read(step.ids)
                 elif isinstance(step, Subscribe):
-                    assert hub is not None
                     waiter = Waiter()
                     hub.add(waiter, step.ids)
                     subscribed = step.ids
-                elif isinstance(step, WakeUp):
+                else:
                     assert waiter is not None
                     changed = waiter.wait(step.timeout)
                     cursor.reply = None if waiter.closed else changed
-                else:
-                    time.sleep(step.seconds)
             except Exception as exc:
                 cursor.error = exc
     finally:
-        if hub is not None and waiter is not None:
+        if waiter is not None:
             hub.remove(waiter, subscribed)
 
 
-async def arun(
-    plan: Plan, read: AsyncRead, hub: OffLoopHub | None
-) -> AsyncGenerator[TaskMeta, None]:
+async def arun(plan: Plan, read: AsyncRead, hub: OffLoopHub) -> AsyncGenerator[TaskMeta, None]:
     """Carry ``plan`` out in a coroutine: every step is awaited, none blocks the loop."""
     cursor = _Cursor(plan)
     waiter: AsyncWaiter | None = None
@@ -249,7 +225,7 @@ async def arun(
     try:
         while (step := cursor.next()) is not None:
             if isinstance(step, Ready):
-                if hub is not None and waiter is not None:
+                if waiter is not None:
                     await hub.remove(waiter, [step.meta.task_id])
                 yield step.meta
                 continue
@@ -257,20 +233,17 @@ async def arun(
                 if isinstance(step, ReadStep):
                     cursor.reply = await read(step.ids)
                 elif isinstance(step, Subscribe):
-                    assert hub is not None
                     waiter = AsyncWaiter(asyncio.get_running_loop())
                     await hub.add(waiter, step.ids)
                     subscribed = step.ids
-                elif isinstance(step, WakeUp):
+                else:
                     assert waiter is not None
                     changed = await waiter.wait(step.timeout)
                     cursor.reply = None if waiter.closed else changed
-                else:
-                    await asyncio.sleep(step.seconds)
             except Exception as exc:
                 cursor.error = exc
     finally:
-        if hub is not None and waiter is not None and subscribed:
+        if waiter is not None and subscribed:
             await hub.remove(waiter, subscribed)
 
 
