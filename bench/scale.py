@@ -19,7 +19,7 @@ import redis
 import sqlalchemy as sa
 from common import SMALL, percentile
 
-from resultstore import AsyncResult, Backend, Capability, GroupResult
+from resultstore import AsyncResult, Backend, GroupResult
 
 # Stores ids read from stdin, one per line, printing the monotonic time of each store
 # call (the clock is shared by the processes of one machine). "-" ends a batch.
@@ -105,10 +105,9 @@ def waiters_figures(
     for thread in threads:
         thread.start()
     ready.wait()
-    if Capability.PUSH in backend.capabilities:  # every waiter subscribed before any store
-        deadline = time.monotonic() + 60
-        while len(backend.waiting_ids()) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+    deadline = time.monotonic() + 60  # every waiter subscribed before anything is stored
+    while len(backend.waiting_ids()) < count and time.monotonic() < deadline:
+        time.sleep(0.01)
     used = f"{connections() - before_conn}" if connections else "-"
     per_waiter = (rss_kib() - before) / count
     started = dict(zip(ids, storer.store(ids), strict=True))
