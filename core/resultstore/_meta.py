@@ -111,8 +111,15 @@ class TaskMeta:
         if "name" in wire or "args" in wire or "worker" in wire:
             fields["extended"] = True
             fields.update((name, wire[name]) for name in EXTENDED_FIELDS if name in wire)
-        # A frozen dataclass's __init__ sets each field through object.__setattr__,
-        # which cost more than the JSON decoding here; fill the instance directly.
+        return cls.from_fields(fields)
+
+    @classmethod
+    def from_fields(cls, fields: Mapping[str, Any]) -> TaskMeta:
+        """Build from every field by name, unchecked: for plugins' hot read paths.
+
+        A frozen dataclass's ``__init__`` sets each field through
+        ``object.__setattr__``, which cost more than decoding the record.
+        """
         meta = object.__new__(cls)
         meta.__dict__.update(fields)
         return meta

@@ -12,6 +12,7 @@ statement), and push waits through LISTEN on PostgreSQL. Expiry is
 from __future__ import annotations
 
 import importlib.util
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -117,6 +118,7 @@ class DatabaseBackend:
             raise ValueError(f"{config.url.masked!r} is not a SQLAlchemy URL: {exc}") from None
         self.where = config.url.masked
         self.dialect = self.url.get_backend_name()
+        self._engines_of: tuple[int, tuple[Engine, Engine]] = (0, ())  # type: ignore[assignment]
         self.tables: Tables = make_tables(
             _mapping(options, "database_table_names"), _mapping(options, "database_table_schemas")
         )
@@ -156,7 +158,24 @@ class DatabaseBackend:
 
     @property
     def engine(self) -> Engine:
-        return _engine.engine_for(self.url, self.engine_options)
+        return self._engines()[0]
+
+    @property
+    def fast_engine(self) -> Engine:
+        """Where the fast statements run: on PostgreSQL a pool of autocommit connections."""
+        return self._engines()[1]
+
+    def _engines(self) -> tuple[Engine, Engine]:
+        # Looked up once per process: the lookup's key rendered the URL on every call.
+        pid = os.getpid()
+        if self._engines_of[0] != pid:
+            engine = _engine.engine_for(self.url, self.engine_options)
+            fast = engine
+            if self.dialect == "postgresql":
+                options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
+                fast = _engine.engine_for(self.url, options)
+            self._engines_of = (pid, (engine, fast))
+        return self._engines_of[1]
 
     def _open_async(self) -> _AsyncEngines:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -196,7 +215,7 @@ class DatabaseBackend:
 
         def attempt() -> Any:
             if one_statement:
-                return fn(DirectRunner(self.engine))
+                return fn(DirectRunner(self.fast_engine))
             with self.engine.begin() as conn:
                 return fn(conn)
 
@@ -269,20 +288,24 @@ class DatabaseBackend:
         status, result, children = row["status"], row["result"], row["children"]
         name, args, kwargs, worker = row["name"], row["args"], row["kwargs"], row["worker"]
         date_done = row["date_done"] if status in READY_STATES else None
-        return TaskMeta(
-            task_id=task_id,
-            status=status,
-            result=loads(result, what) if result is not None else None,
-            traceback=row["traceback"],
-            children=loads(children, what) if children is not None else [],
-            date_done=date_done.replace(tzinfo=timezone.utc) if date_done else None,
-            extended=name is not None or args is not None or worker is not None,
-            name=name,
-            args=loads(args, what) if args is not None else None,
-            kwargs=loads(kwargs, what) if kwargs is not None else None,
-            worker=worker,
-            retries=row["retries"],
-            queue=row["queue"],
+        return TaskMeta.from_fields(
+            {
+                "task_id": task_id,
+                "status": status,
+                "result": loads(result, what) if result is not None else None,
+                "traceback": row["traceback"],
+                "children": loads(children, what) if children is not None else [],
+                "date_done": date_done.replace(tzinfo=timezone.utc) if date_done else None,
+                "group_id": None,
+                "parent_id": None,
+                "extended": name is not None or args is not None or worker is not None,
+                "name": name,
+                "args": loads(args, what) if args is not None else None,
+                "kwargs": loads(kwargs, what) if kwargs is not None else None,
+                "worker": worker,
+                "retries": row["retries"],
+                "queue": row["queue"],
+            }
         )
 
     # --- hooks ---------------------------------------------------------------------------------
