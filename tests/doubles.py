@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import traceback
+
 import resultstore
 from resultstore import hookimpl
 
@@ -35,3 +37,7 @@ def fail_with(exc: BaseException) -> BaseException:
         raise exc  # RAISE-LINE
     except BaseException as caught:
         return caught
+
+
+def traceback_text(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))

@@ -12,7 +12,6 @@ whatever the serializer) are refused unless the user accepts pickle.
 from __future__ import annotations
 
 import pickle
-import traceback as tb_module
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -28,23 +27,13 @@ import resultstore
 from resultstore import AsyncResult, Backend, DecodeError, GroupResult, TaskInfo
 from resultstore_db import _engine
 
+from ..doubles import fail_with, traceback_text
+
 KINDS = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
 DEADLINE = 5.0
 
 
 # --- fixtures and helpers --------------------------------------------------------------------
-
-
-def fail_with(exc: BaseException) -> BaseException:
-    """Raise ``exc`` and return it caught, so that it carries a real traceback."""
-    try:
-        raise exc
-    except BaseException as caught:
-        return caught
-
-
-def traceback_text(exc: BaseException) -> str:
-    return "".join(tb_module.format_exception(exc))
 
 
 def now() -> datetime:

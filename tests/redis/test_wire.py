@@ -14,7 +14,6 @@ import json
 import re
 import threading
 import time
-import traceback as tb_module
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta, timezone
@@ -29,6 +28,7 @@ from celery.app.task import Context
 import resultstore
 from resultstore import AsyncResult, Backend, GroupResult, TaskInfo
 
+from ..doubles import fail_with, traceback_text
 from .conftest import transport
 
 pytestmark = [
@@ -41,18 +41,6 @@ DATE_DONE = re.compile(rb'"date_done": "([^"]*)"')
 
 
 # --- helpers -------------------------------------------------------------------------
-
-
-def fail_with(exc: BaseException) -> BaseException:
-    """Raise ``exc`` and return it caught, so that it carries a real traceback."""
-    try:
-        raise exc
-    except BaseException as caught:
-        return caught
-
-
-def traceback_text(exc: BaseException) -> str:
-    return "".join(tb_module.format_exception(exc))
 
 
 def celery_bytes(record: dict[str, Any]) -> bytes:

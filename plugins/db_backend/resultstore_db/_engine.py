@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import importlib.util
 import os
 import threading
@@ -52,6 +53,16 @@ def engine_for(url: sa.URL, options: Mapping[str, Any]) -> Engine:
         if engine is None:
             engine = _engines[key] = _create(url, options)
         return engine
+
+
+@atexit.register
+def _dispose_all() -> None:
+    """Close this process's pooled connections at exit, before the drivers' finalizers
+    complain of connections deleted while still open."""
+    with _lock:
+        mine = [e for (pid, _, _), e in _engines.items() if pid == os.getpid()]
+    for engine in mine:
+        engine.dispose()
 
 
 def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
