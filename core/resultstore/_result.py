@@ -295,8 +295,7 @@ class ResultSet:
     ) -> None:
         self.results: list[AsyncResult | GroupResult] = []
         self._backend = backend
-        for result in results:
-            self.add(result)
+        self.update(results)
 
     @property
     def backend(self) -> Backend:
@@ -305,20 +304,29 @@ class ResultSet:
         return self._backend
 
     def add(self, result: AsyncResult | GroupResult) -> None:
-        is_group = isinstance(result, GroupResult)
-        if not (is_group or isinstance(result, AsyncResult)) or isinstance(result, EagerResult):
-            raise TypeError(f"a ResultSet holds AsyncResult or GroupResult objects, got {result!r}")
-        backend = result.backend
-        if self._backend is None:
-            self._backend = backend
-        elif backend is not self._backend:
-            raise ValueError(f"{result!r} uses {backend!r}, but this set uses {self._backend!r}")
-        if result not in self.results:
-            self.results.append(result)
+        self.update([result])
 
     def update(self, results: Iterable[AsyncResult | GroupResult]) -> None:
+        """Add each of ``results`` that is not a member yet (in one pass: a group of
+        10,000 is built in linear time, not by 50 million comparisons)."""
+        members = {_key(member) for member in self.results}
         for result in results:
-            self.add(result)
+            is_group = isinstance(result, GroupResult)
+            if not (is_group or isinstance(result, AsyncResult)) or isinstance(result, EagerResult):
+                raise TypeError(
+                    f"a ResultSet holds AsyncResult or GroupResult objects, got {result!r}"
+                )
+            backend = result.backend
+            if self._backend is None:
+                self._backend = backend
+            elif backend is not self._backend:
+                raise ValueError(
+                    f"{result!r} uses {backend!r}, but this set uses {self._backend!r}"
+                )
+            key = _key(result)
+            if key not in members:
+                members.add(key)
+                self.results.append(result)
 
     def remove(self, result: AsyncResult | GroupResult | str) -> None:
         self.results.remove(result)  # type: ignore[arg-type]
@@ -555,6 +563,11 @@ class _Completion:
                 if not waiting_for:
                     del self._pending[id(member)]
                     yield member
+
+
+def _key(member: AsyncResult | GroupResult) -> tuple[bool, str]:
+    """What makes a member the same member (AsyncResults are equal by id)."""
+    return isinstance(member, GroupResult), member.id
 
 
 def _leaves_of(member: AsyncResult | GroupResult) -> list[AsyncResult]:
