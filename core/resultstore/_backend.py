@@ -262,6 +262,8 @@ class Backend:
 
     @property
     def plugin_manager(self) -> pluggy.PluginManager:
+        """pluggy's manager, to look at: register plugins with :meth:`add_plugin`
+        (the hot paths learn of wrappers and observers from it)."""
         return self._pm
 
     def __repr__(self) -> str:

@@ -170,16 +170,22 @@ class Executor:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self!r} is shut down")
-            if self.pool == "thread":
-                future = self._pool().submit(
-                    _run, self.backend, task.fn, result.id, info, self.track_started
-                )
-            else:
-                future = self._pool().submit(
-                    _run_in_process, task, result.id, info, self.track_started
-                )
-        future.add_done_callback(lambda f: self._settle(f, result.id, info))
+            pool = self._pool()
+            try:
+                future = self._send(pool, task, result.id, info)
+            except BrokenProcessPool:  # a worker died while idle: start a fresh pool
+                self._executor = None
+                pool = self._pool()
+                future = self._send(pool, task, result.id, info)
+        future.add_done_callback(lambda f: self._settle(f, pool, result.id, info))
         return result
+
+    def _send(
+        self, pool: _PoolExecutor, task: Task[Any, Any], task_id: str, info: TaskInfo
+    ) -> Future[None]:
+        if self.pool == "thread":
+            return pool.submit(_run, self.backend, task.fn, task_id, info, self.track_started)
+        return pool.submit(_run_in_process, task, task_id, info, self.track_started)
 
     def group(self, signatures: Iterable[Signature], group_id: str | None = None) -> GroupResult:
         """Submit every signature as one group; saved when the backend keeps groups."""
@@ -207,23 +213,28 @@ class Executor:
                 )
         return self._executor
 
-    def _settle(self, future: Future[None], task_id: str, info: TaskInfo) -> None:
-        """A run that ended without storing its end (a dead process, a failed store)."""
-        exc = future.exception()
-        if exc is None:
-            return
-        if isinstance(exc, BrokenProcessPool):
-            lost: BaseException = WorkerLostError(
-                f"the worker process running task {task_id!r} exited abruptly"
-            )
-            with self._lock:  # the next submit starts a fresh pool
-                self._executor = None
-        else:
-            lost = exc
+    def _settle(
+        self, future: Future[None], pool: _PoolExecutor, task_id: str, info: TaskInfo
+    ) -> None:
+        """A run that ended without storing its end: cancelled at shutdown, a dead
+        process, a failed store. Its result must not read PENDING or STARTED forever."""
         try:
-            self.backend.mark_as_failure(task_id, lost, request=info)
+            if future.cancelled():
+                self.backend.revoke(task_id, "the executor shut down before the task ran")
+                return
+            exc = future.exception()
+            if exc is None:
+                return
+            if isinstance(exc, BrokenProcessPool):
+                exc = WorkerLostError(
+                    f"the worker process running task {task_id!r} exited abruptly"
+                )
+                with self._lock:  # the next submit starts a fresh pool (not a newer one)
+                    if self._executor is pool:
+                        self._executor = None
+            self.backend.mark_as_failure(task_id, exc, request=info)
         except Exception:
-            log.exception("could not record the failure of task %r", task_id)
+            log.exception("could not record the end of task %r", task_id)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop accepting tasks; with ``wait``, return when the running ones are done."""
@@ -254,7 +265,11 @@ def _is_process_local(backend: Backend) -> bool:
     if backend.url.scheme in _PROCESS_LOCAL:
         return True
     inner = backend.config.inner_url
-    return inner is not None and inner.scheme == "sqlite" and inner.path in ("", "/", "/:memory:")
+    return (
+        inner is not None
+        and inner.scheme.partition("+")[0] == "sqlite"  # sqlite+pysqlite too
+        and inner.path in ("", "/", "/:memory:")
+    )
 
 
 def _run(
@@ -292,4 +307,11 @@ def _run_in_process(
     task: Task[Any, Any], task_id: str, info: TaskInfo, track_started: bool
 ) -> None:
     assert _process_backend is not None, "the process pool's initializer did not run"
-    _run(_process_backend, task.fn, task_id, info, track_started)
+    try:
+        _run(_process_backend, task.fn, task_id, info, track_started)
+    except SystemExit:
+        # SIGTERM during the task: the run recorded it; now end this process as
+        # SIGTERM means (the pool's worker loop would otherwise carry on).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise

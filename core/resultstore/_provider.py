@@ -75,7 +75,7 @@ class TaskRun:
             raise TypeError(f"track_started must be a bool, got {track_started!r}")
         self.backend = backend
         self.task_id = task_id
-        self.request = request or TaskInfo()
+        self.request = _storable(backend, request or TaskInfo())
         if self.request.worker is None:
             self.request = replace(self.request, worker=default_worker_name())
         self.track_started = track_started
@@ -254,3 +254,20 @@ class TaskRun:
 
     async def _astate(self) -> str:
         return (await self.backend.aget_task_meta(self.task_id)).status
+
+
+def _storable(backend: Backend, request: TaskInfo) -> TaskInfo:
+    """The request with arguments the serializer cannot encode stored as their repr.
+
+    With result_extended the arguments go with every state: one that does not
+    encode would make every store of the run fail, and the task read PENDING.
+    """
+    if not backend.config.extended:
+        return request
+    try:
+        backend.codec.dumps([request.args, request.kwargs], "the task's arguments")
+    except EncodeError:
+        args = [repr(arg) for arg in request.args or ()]
+        kwargs = {str(k): repr(v) for k, v in (request.kwargs or {}).items()}
+        return replace(request, args=args, kwargs=kwargs)
+    return request

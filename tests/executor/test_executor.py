@@ -185,8 +185,8 @@ def test_calling_a_task_runs_it_inline(backend: Backend) -> None:
 
 @pytest.mark.parametrize(
     "url",
-    ["memory://", "db+sqlite://", "db+sqlite:///:memory:"],
-    ids=["memory", "sqlite", "sqlite-mem"],
+    ["memory://", "db+sqlite://", "db+sqlite:///:memory:", "db+sqlite+pysqlite:///:memory:"],
+    ids=["memory", "sqlite", "sqlite-mem", "sqlite-driver-mem"],
 )
 def test_a_process_pool_refuses_a_process_local_backend(url: str) -> None:
     with Backend(url, expires=None) as backend, pytest.raises(ValueError, match="process") as info:
@@ -246,3 +246,57 @@ def test_threads_finish_before_shutdown_returns(backend: Backend) -> None:
         release.set()
     assert result.state == SUCCESS
     assert result.get(timeout=1) is True
+
+
+def test_a_worker_that_died_idle_is_replaced(sqlite_url: str) -> None:
+    with Backend(sqlite_url) as backend, Executor(backend, pool="process") as executor:
+        pid = executor.task(tasks.pid)
+        first = pid.delay().get(timeout=DEADLINE)
+        os.kill(first, signal.SIGKILL)
+        wait_until(lambda: not _alive(first), "the idle worker is dead")
+        # The pool is broken now; the next task gets a fresh one.
+        assert executor.task(tasks.add).delay(2, 2).get(timeout=DEADLINE) == 4
+
+
+def test_sigterm_ends_the_worker_process_too(sqlite_url: str) -> None:
+    with Backend(sqlite_url) as backend, Executor(backend, pool="process") as executor:
+        pid = executor.task(tasks.pid)
+        first = pid.delay().get(timeout=DEADLINE)
+        result = executor.task(tasks.kill_self).delay(signal.SIGTERM)
+        with pytest.raises(WorkerLostError):
+            result.get(timeout=DEADLINE)
+        wait_until(lambda: not _alive(first), "the worker that got SIGTERM exits")
+        assert pid.delay().get(timeout=DEADLINE) != first
+
+
+def test_tasks_cancelled_by_shutdown_read_revoked(backend: Backend) -> None:
+    release = threading.Event()
+    executor = Executor(backend, max_workers=1)
+    blocker = executor.task(release.wait).delay(DEADLINE)
+    queued = [executor.task(tasks.add).delay(i) for i in range(3)]
+    wait_until(lambda: blocker.state == "STARTED", "the first task runs")
+    executor.shutdown(wait=False)
+    release.set()
+    for result in queued:
+        with pytest.raises(TaskRevokedError) as info:
+            result.get(timeout=DEADLINE)
+        assert str(info.value) == "the executor shut down before the task ran"
+    assert blocker.get(timeout=DEADLINE) is True
+
+
+def test_arguments_that_do_not_encode_are_stored_as_their_repr(store_url: str) -> None:
+    with Backend(store_url, extended=True) as backend, Executor(backend) as executor:
+        result = executor.task(tasks.add).delay({1, 2}, b={3})  # type: ignore[arg-type]
+        with pytest.raises(TypeError):  # the task itself fails: a set + a set
+            result.get(timeout=DEADLINE)
+        assert (result.args, result.kwargs) == (["{1, 2}"], {"b": "{3}"})
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A dead child not yet reaped by its parent still answers kill(0): look at its state.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] != "Z"
