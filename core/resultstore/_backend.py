@@ -23,7 +23,7 @@ from ._errors import (
     UnsupportedOperation,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
-from ._hookspecs import ASYNC_PREFIX
+from ._hookspecs import ASYNC_PREFIX, OnChange
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import (
     BackendConfig,
@@ -32,7 +32,7 @@ from ._plugins import (
     plugin_name,
     validate_plugin,
 )
-from ._polling import POLL_INTERVAL, PollingChannel
+from ._polling import POLL_INTERVAL, PollingChannel, ReadMany
 from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
@@ -208,8 +208,11 @@ class Backend:
             return WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
         # Without push the core is the channel: one poller for every wait of this
         # backend in this process, reading all their ids in one round trip.
+        # Nothing the poller's thread holds may hold this backend (it would never be
+        # collected): the read and the backend are weak references.
+        read, me = weakref.WeakMethod(self._read), weakref.ref(self)
         name = f"resultstore-poll {self.url.masked}"
-        return WaitHub(lambda on_change: PollingChannel(self._read, on_change, name))
+        return WaitHub(lambda on_change: _open_poller(me, read, on_change, name))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
@@ -663,6 +666,19 @@ class Backend:
     def waiting_ids(self) -> frozenset[str]:
         """Ids that some thread or coroutine in this process is waiting on now."""
         return self._hub.waiting_ids()
+
+
+def _open_poller(
+    backend: weakref.ref[Backend],
+    read: Callable[[], ReadMany | None],
+    on_change: OnChange,
+    name: str,
+) -> PollingChannel:
+    channel = PollingChannel(read, on_change, name)
+    owner = backend()
+    if owner is not None:  # dropped without close(): end the thread with it
+        weakref.finalize(owner, channel.stop)
+    return channel
 
 
 def _direct(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..., Any]:

@@ -1,10 +1,15 @@
 """The push channel the core gives a plugin without push: one polling thread per backend.
 
-However many threads and coroutines wait, the process reads the store once per
-round, for every waited id in one many-id read, and the hub wakes the waiters
-of the ids that changed, exactly as a plugin's push channel would. Rounds start
-1 ms after a subscribe and back off to :data:`POLL_INTERVAL` while nothing new
-is waited on; with nothing subscribed the thread sleeps without reading.
+However many threads and coroutines wait, the process reads the store in
+rounds, every due id in one many-id read, and the hub wakes the waiters of the
+ids that changed, exactly as a plugin's push channel would. Ids subscribed in
+the last :data:`POLL_INTERVAL` are read 1 ms after the newest subscribe, then
+at doubling delays; older ids are read together once per interval. So new
+waits arriving all the time poll their own ids fast, not everyone's. With
+nothing subscribed the thread sleeps without reading.
+
+The thread holds the backend's read weakly: a backend dropped without
+``close()`` is still collected, and its poller ends.
 """
 
 from __future__ import annotations
@@ -27,38 +32,46 @@ ReadMany = Callable[[Sequence[str]], Mapping[str, TaskMeta]]
 
 
 class _Seen:
-    """One subscription of an id: the meta last delivered for it."""
+    """One subscription of an id: when it began, and the meta last delivered for it."""
 
-    __slots__ = ("meta",)
+    __slots__ = ("meta", "since")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.meta: TaskMeta | None = None
+        self.since = now
 
 
 class PollingChannel:
     """A :class:`NotifyChannel` that reads every subscribed id in one call per round."""
 
-    def __init__(self, read_many: ReadMany, on_change: OnChange, name: str) -> None:
-        self._read_many = read_many
+    def __init__(
+        self, read_many: Callable[[], ReadMany | None], on_change: OnChange, name: str
+    ) -> None:
+        self._read_many = read_many  # a weak reference: None once its backend is gone
         self._on_change = on_change
         self._name = name
         self._cond = threading.Condition()
         # A new _Seen per subscription: a round that read an id before it was
         # unsubscribed and subscribed again must not deliver that older meta.
         self._seen: dict[str, _Seen] = {}
-        self._delay = FIRST_POLL_DELAY
-        self._next_read = 0.0
+        # Two schedules: ids subscribed less than POLL_INTERVAL ago (backing off from
+        # 1 ms after the newest subscribe), and the rest (once per POLL_INTERVAL).
+        self._young_delay = FIRST_POLL_DELAY
+        self._young_due = 0.0
+        self._old_due = 0.0
+        self._round_began = 0.0
         self._closed = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def subscribe(self, task_ids: Collection[str]) -> None:
         with self._cond:
+            now = time.monotonic()
             for task_id in task_ids:
-                self._seen[task_id] = _Seen()
-            # A new wait may be for a task about to finish: poll soon again.
-            self._delay = FIRST_POLL_DELAY
-            self._next_read = time.monotonic() + FIRST_POLL_DELAY
+                self._seen[task_id] = _Seen(now)
+            # A new wait may be for a task about to finish: read the new ids soon.
+            self._young_delay = FIRST_POLL_DELAY
+            self._young_due = now + FIRST_POLL_DELAY
             self._cond.notify()
 
     def unsubscribe(self, task_ids: Collection[str]) -> None:
@@ -67,17 +80,24 @@ class PollingChannel:
                 self._seen.pop(task_id, None)
 
     def close(self) -> None:
+        self.stop()
+        self._thread.join(_JOIN_TIMEOUT)
+
+    def stop(self) -> None:
+        """End the thread without waiting for it (its backend is being collected)."""
         with self._cond:
             self._closed = True
             self._seen.clear()
             self._cond.notify()
-        self._thread.join(_JOIN_TIMEOUT)
 
     def _run(self) -> None:
         failing = False
         while (watched := self._next_round()) is not None:
+            read_many = self._read_many()
+            if read_many is None:
+                return  # the backend was collected without close()
             try:
-                found = self._read_many(list(watched))
+                found = read_many(list(watched))
             except Exception:
                 # The waits' own reads report errors and deadlines; the poller only
                 # keeps trying, logging once per run of failures.
@@ -93,26 +113,41 @@ class PollingChannel:
                 if failing:
                     log.warning("polling for %s works again", self._name)
                 failing = False
+            del read_many  # not held while the thread sleeps
             self._end_round(watched, found)
 
     def _next_round(self) -> dict[str, _Seen] | None:
-        """Sleep until the next round is due; the ids to read then, None once closed."""
+        """Sleep until some ids are due; those ids then, None once closed."""
         with self._cond:
             while not self._closed:
-                wait = self._next_read - time.monotonic() if self._seen else None
-                if wait is not None and wait <= 0:
-                    return dict(self._seen)
-                self._cond.wait(wait)
+                if not self._seen:
+                    self._cond.wait()
+                    continue
+                now = self._round_began = time.monotonic()
+                young = {t: s for t, s in self._seen.items() if now - s.since < POLL_INTERVAL}
+                due = young if young and self._young_due <= now else {}
+                if len(young) < len(self._seen) and self._old_due <= now:
+                    due = {**due, **{t: s for t, s in self._seen.items() if t not in young}}
+                if due:
+                    return due
+                wakes = [self._young_due] if young else []
+                if len(young) < len(self._seen):
+                    wakes.append(self._old_due)
+                self._cond.wait(max(0.0, min(wakes) - now))
             return None
 
     def _end_round(self, watched: dict[str, _Seen], found: Mapping[str, TaskMeta]) -> None:
-        """Deliver what changed and schedule the next round (counted from now: a slow
+        """Deliver what changed and schedule what was read (counted from now: a slow
         read must not make the rounds run back to back)."""
         # Under the lock, so an unsubscribe and subscribe of an id cannot slip in
         # between the check and the delivery; on_change only wakes waiters.
         with self._cond:
-            self._next_read = time.monotonic() + self._delay
-            self._delay = min(self._delay * 2, POLL_INTERVAL)
+            now = time.monotonic()
+            if self._young_due <= self._round_began:
+                self._young_due = now + self._young_delay
+                self._young_delay = min(self._young_delay * 2, POLL_INTERVAL)
+            if self._old_due <= self._round_began:
+                self._old_due = now + POLL_INTERVAL
             for task_id, meta in found.items():
                 seen = watched.get(task_id)
                 if seen is None or self._seen.get(task_id) is not seen or seen.meta == meta:

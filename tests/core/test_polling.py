@@ -9,9 +9,11 @@ poller's rounds from the waits' own reads. Nothing sleeps to let another thread
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -216,3 +218,57 @@ def test_an_await_wakes_through_the_same_poller(backend: Backend, reads: Reads) 
     # Woken by the poller: the await itself read "b" only before and after subscribing.
     assert sum(1 for thread, ids in reads.calls if thread != name and ids == ("b",)) == 2
     assert backend.waiting_ids() == frozenset()
+
+
+def test_a_backend_dropped_without_close_is_collected_and_its_poller_ends() -> None:
+    resultstore.register_backend(SCHEME, DictManyPlugin)
+    try:
+        backend = Backend(f"{SCHEME}://{uuid.uuid4().hex}")
+        with (
+            backend.iter_ready(["never"], timeout=0.01) as ready,
+            pytest.raises(resultstore.TimeoutError),
+        ):
+            next(ready)
+        name = poller_name(backend)
+        assert len(pollers(backend)) == 1
+        collected = weakref.ref(backend)
+        del backend, ready
+        gc.collect()
+        assert collected() is None, gc.get_referrers(collected())
+        wait_until(lambda: name not in {t.name for t in threading.enumerate()}, "the poller ends")
+    finally:
+        resultstore.unregister_backend(SCHEME)
+
+
+def test_new_waits_do_not_make_old_ones_poll_fast(backend: Backend, reads: Reads) -> None:
+    """Waits keep arriving: each new id is read soon, the ones waiting longer than
+    POLL_INTERVAL still only once per interval (before, every subscribe reset them)."""
+    name = poller_name(backend)
+    old = Worker(partial(AsyncResult("old", backend).get, timeout=DEADLINE))
+    old.start()
+    wait_until(lambda: backend.waiting_ids() == {"old"}, "the old wait is blocked")
+    stop = threading.Event()
+
+    def arrive() -> None:  # a new wait every 5 ms: the pacing is the point of the test
+        n = 0
+        while not stop.wait(0.005):
+            n += 1
+            Worker(partial(AsyncResult(f"new-{n}", backend).get, timeout=0.5)).start()
+
+    # Time passing is the condition here: the old wait must be older than an interval.
+    threading.Event().wait(1.5 * POLL_INTERVAL)
+    before = reads_of(reads, name, "old")
+    arrivals = threading.Thread(target=arrive)
+    arrivals.start()
+    window = 5 * POLL_INTERVAL
+    stop.wait(window)
+    stop.set()
+    arrivals.join()
+    old_reads = reads_of(reads, name, "old") - before
+    assert old_reads <= window / POLL_INTERVAL + 2, old_reads
+    backend.mark_as_done("old", "done")
+    assert old.finish() == "done"
+
+
+def reads_of(reads: Reads, thread_name: str, task_id: str) -> int:
+    return sum(task_id in ids for ids in reads.by(thread_name))
