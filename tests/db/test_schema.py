@@ -25,6 +25,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +486,17 @@ def test_creating_tables_without_the_right_names_the_masked_url(
         with Backend(restricted.url, options={"database_create_tables_at_setup": create}) as b:
             assert b.mark_as_done(f"t-{create}", "stored without CREATE")
             assert b.get_result(f"t-{create}") == "stored without CREATE"
+
+
+def test_the_fast_path_reads_rows_as_sqlalchemy_would(sqlite_url: str) -> None:
+    """Types SQLAlchemy's result processing would convert: SQLite's date text, and
+    bytea as memoryview (psycopg2)."""
+    with Backend(sqlite_url) as backend:
+        fast = backend.plugin._fast_select  # type: ignore[attr-defined]
+        raw = [None] * len(fast.columns)
+        raw[fast.columns.index("date_done")] = "2026-11-25 12:00:01.000002"
+        raw[fast.columns.index("result")] = memoryview(b'{"a": 1}')
+        row = fast._row(tuple(raw))
+        assert row["date_done"] == datetime(2026, 11, 25, 12, 0, 1, 2)
+        assert type(row["result"]) is bytes
+        assert row["result"] == b'{"a": 1}'

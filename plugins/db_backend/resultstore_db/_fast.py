@@ -46,6 +46,8 @@ class FastStatement:
         self.commit_writes = dialect.name != "postgresql"  # its fast engine autocommits
         # SQLite keeps DateTime as text, which SQLAlchemy would have parsed.
         self.dates = [c.key for c in columns if isinstance(c.type, sa.DateTime)] * self.sqlite
+        # psycopg2 returns bytea as memoryview, which SQLAlchemy would have made bytes.
+        self.binaries = [c.key for c in columns if isinstance(c.type, sa.LargeBinary)]
 
     def _params(self, params: Mapping[str, Any]) -> Any:
         params = {**self.constants, **params}
@@ -72,6 +74,9 @@ class FastStatement:
         for name in self.dates:
             if isinstance(found[name], str):
                 found[name] = datetime.fromisoformat(found[name])
+        for name in self.binaries:
+            if type(found[name]) is memoryview:
+                found[name] = bytes(found[name])
         return found
 
     def _execute(
