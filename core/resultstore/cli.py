@@ -13,7 +13,6 @@ import json
 import os
 import sys
 import textwrap
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -299,15 +298,14 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _seconds(text: str) -> float | None:
+def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"must be a number of seconds >= 0: {text!r}")
-    # Longer than a lock can wait (inf, 1e10) is forever: the wait would raise OverflowError.
-    return None if value > threading.TIMEOUT_MAX else value
+    return value  # inf waits forever: Backend takes what no lock can wait as no deadline
 
 
 if __name__ == "__main__":
