@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from ._backend import Backend, validate_task_id
 from ._context import allow_join_result, assert_will_not_block, current_task_id, running_task
+from ._deadline import time_left
 from ._errors import (
     AmbiguousBackend,
     BackendLoadError,
@@ -34,6 +35,7 @@ from ._plugins import BackendConfig, Capability
 from ._provider import TaskRun, current_run
 from ._registry import installed_schemes, register_backend, resolve, unregister_backend
 from ._result import AsyncResult, EagerResult, GroupResult, ResultSet, result_from_tuple
+from ._retry import RetryPolicy
 from ._serialization import Codec
 from ._states import (
     ALL_STATES,
@@ -92,6 +94,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultSet",
     "ResultStoreError",
+    "RetryPolicy",
     "Signature",
     "Task",
     "TaskInfo",
@@ -113,6 +116,7 @@ __all__ = [
     "resolve",
     "result_from_tuple",
     "running_task",
+    "time_left",
     "unregister_backend",
     "validate_task_id",
 ]

@@ -621,8 +621,8 @@ class Backend:
         wait, backing off to 0.1 s; ``interval`` is accepted for Celery and not
         used). ``timeout`` is one deadline for all ids.
         """
-        plan = self._wait_plan(task_ids, timeout, interval, on_message)
-        return ReadyIterator(run(plan, self._read, self._hub))
+        plan, deadline = self._wait_plan(task_ids, timeout, interval, on_message)
+        return ReadyIterator(run(plan, self._read, self._hub, deadline))
 
     def aiter_ready(
         self,
@@ -637,8 +637,8 @@ class Backend:
         thread and no poll per waiter); reads use the plugin's async twin or a
         worker thread. A cancelled or timed-out wait leaves no subscription behind.
         """
-        plan = self._wait_plan(task_ids, timeout, interval, on_message)
-        return AsyncReadyIterator(arun(plan, self._aread, self._hub.for_coroutines()))
+        plan, deadline = self._wait_plan(task_ids, timeout, interval, on_message)
+        return AsyncReadyIterator(arun(plan, self._aread, self._hub.for_coroutines(), deadline))
 
     def _wait_plan(
         self,
@@ -646,8 +646,8 @@ class Backend:
         timeout: float | None,
         interval: float,
         on_message: OnMessage | None,
-    ) -> Plan:
-        """The checked arguments' wait plan."""
+    ) -> tuple[Plan, float | None]:
+        """The checked arguments' wait plan, and its deadline."""
         ids = _unique_ids(task_ids)
         if timeout is not None:
             if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
@@ -661,7 +661,7 @@ class Backend:
         if interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        return push_plan(Progress(ids, timeout, on_message), deadline, repr(self))
+        return push_plan(Progress(ids, timeout, on_message), deadline, repr(self)), deadline
 
     def waiting_ids(self) -> frozenset[str]:
         """Ids that some thread or coroutine in this process is waiting on now."""

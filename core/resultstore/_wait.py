@@ -13,6 +13,7 @@ end with one deadline for all ids.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -24,8 +25,9 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
+from . import _deadline
 from ._errors import BackendUnavailable, ResultStoreError, TimeoutError
 from ._meta import TaskMeta
 from ._offloop import AsyncWaiter, OffLoopHub
@@ -36,6 +38,7 @@ Read = Callable[[Sequence[str]], Mapping[str, TaskMeta]]
 AsyncRead = Callable[[Sequence[str]], Awaitable[Mapping[str, TaskMeta]]]
 OnMessage = Callable[[TaskMeta], None]
 Found = Mapping[str, "TaskMeta | None"]
+T = TypeVar("T")
 
 
 class Progress:
@@ -113,14 +116,14 @@ Plan = Generator[Step, Any, None]
 
 def push_plan(progress: Progress, deadline: float | None, owner: str) -> Plan:
     # What is ready already needs no subscription: one read, then subscribe the rest.
-    found = yield ReadStep(list(progress.pending))
+    found = yield from _in_time(progress, deadline, ReadStep(list(progress.pending)))
     yield from _ready(progress, found)
     if not progress.pending:
         return
-    yield Subscribe(list(progress.pending))
+    yield from _in_time(progress, deadline, Subscribe(list(progress.pending)))
     # Subscribed first, read again: a result stored before the subscription
     # took effect is found by this read, one stored after it wakes the waiter.
-    found = yield ReadStep(list(progress.pending))
+    found = yield from _in_time(progress, deadline, ReadStep(list(progress.pending)))
     while True:
         yield from _ready(progress, found)
         if not progress.pending:
@@ -142,6 +145,18 @@ def push_plan(progress: Progress, deadline: float | None, owner: str) -> Plan:
             # the read at the deadline is the backstop.
             reread = {}
         found = {**{t: m for t, m in changed.items() if m is not None}, **reread}
+
+
+def _in_time(progress: Progress, deadline: float | None, step: Step) -> Generator[Step, Any, Any]:
+    """One step, whose failure after the deadline is the wait's timeout: a server that
+    stopped answering was cut off by the deadline (the drivers run every step under it)."""
+    try:
+        return (yield step)
+    except BackendUnavailable as exc:
+        remaining = _remaining(deadline)
+        if remaining is not None and remaining <= 0:
+            raise progress.timeout_error() from exc
+        raise
 
 
 def _ready(progress: Progress, found: Found) -> Plan:
@@ -187,8 +202,8 @@ class _Cursor:
             return None
 
 
-def run(plan: Plan, read: Read, hub: WaitHub) -> Iterator[TaskMeta]:
-    """Carry ``plan`` out in this thread."""
+def run(plan: Plan, read: Read, hub: WaitHub, deadline: float | None) -> Iterator[TaskMeta]:
+    """Carry ``plan`` out in this thread, each step under ``deadline`` (see _deadline)."""
     cursor = _Cursor(plan)
     waiter: Waiter | None = None
     subscribed: list[str] = []
@@ -201,10 +216,12 @@ def run(plan: Plan, read: Read, hub: WaitHub) -> Iterator[TaskMeta]:
                 continue
             try:
                 if isinstance(step, ReadStep):
-                    cursor.reply = read(step.ids)
+                    with _deadline.scope(deadline):
+                        cursor.reply = read(step.ids)
                 elif isinstance(step, Subscribe):
                     waiter = Waiter()
-                    hub.add(waiter, step.ids)
+                    with _deadline.scope(deadline):
+                        hub.add(waiter, step.ids)
                     subscribed = step.ids
                 else:
                     assert waiter is not None
@@ -217,8 +234,11 @@ def run(plan: Plan, read: Read, hub: WaitHub) -> Iterator[TaskMeta]:
             hub.remove(waiter, subscribed)
 
 
-async def arun(plan: Plan, read: AsyncRead, hub: OffLoopHub) -> AsyncGenerator[TaskMeta, None]:
-    """Carry ``plan`` out in a coroutine: every step is awaited, none blocks the loop."""
+async def arun(
+    plan: Plan, read: AsyncRead, hub: OffLoopHub, deadline: float | None
+) -> AsyncGenerator[TaskMeta, None]:
+    """Carry ``plan`` out in a coroutine: every step is awaited, none blocks the loop, and
+    none outlasts ``deadline`` (a coroutine can be cut off, unlike a blocked thread)."""
     cursor = _Cursor(plan)
     waiter: AsyncWaiter | None = None
     subscribed: list[str] = []
@@ -231,10 +251,12 @@ async def arun(plan: Plan, read: AsyncRead, hub: OffLoopHub) -> AsyncGenerator[T
                 continue
             try:
                 if isinstance(step, ReadStep):
-                    cursor.reply = await read(step.ids)
+                    with _deadline.scope(deadline):
+                        cursor.reply = await _bounded(read(step.ids), deadline)
                 elif isinstance(step, Subscribe):
                     waiter = AsyncWaiter(asyncio.get_running_loop())
-                    await hub.add(waiter, step.ids)
+                    with _deadline.scope(deadline):
+                        await _bounded(hub.add(waiter, step.ids), deadline)
                     subscribed = step.ids
                 else:
                     assert waiter is not None
@@ -245,6 +267,21 @@ async def arun(plan: Plan, read: AsyncRead, hub: OffLoopHub) -> AsyncGenerator[T
     finally:
         if waiter is not None and subscribed:
             await hub.remove(waiter, subscribed)
+
+
+async def _bounded(step: Awaitable[T], deadline: float | None) -> T:
+    if deadline is None:
+        return await step
+    seconds = max(deadline - time.monotonic(), _deadline.GRACE)
+    try:
+        if sys.version_info >= (3, 11):  # no task of its own, unlike wait_for
+            async with asyncio.timeout(seconds):
+                return await step
+        return await asyncio.wait_for(step, seconds)
+    except asyncio.TimeoutError:
+        raise BackendUnavailable(
+            f"the backend did not answer within the wait's timeout ({seconds:.2f} s left)"
+        ) from None
 
 
 class ReadyIterator:

@@ -49,6 +49,7 @@ EXPECTED_ALL = [
     "RemoteTraceback",
     "ResultSet",
     "ResultStoreError",
+    "RetryPolicy",
     "Signature",
     "Task",
     "TaskInfo",
@@ -70,6 +71,7 @@ EXPECTED_ALL = [
     "resolve",
     "result_from_tuple",
     "running_task",
+    "time_left",
     "unregister_backend",
     "validate_task_id",
 ]
@@ -143,6 +145,7 @@ def test_public_classes() -> None:
         "RemoteTraceback",
         "ResultSet",
         "ResultStoreError",
+        "RetryPolicy",
         "Signature",
         "Task",
         "TaskInfo",
