@@ -257,7 +257,9 @@ def _in_child(backend: Backend, server_url: str, keyprefix: str, parent_channel:
     from_parent = Worker(lambda: AsyncResult("from-parent", backend).get(timeout=DEADLINE))
     from_parent.start()
     deadline = time.monotonic() + DEADLINE
-    while numsub(client, keyprefix, ["from-parent"]) != [1]:
+    # The parent stores as soon as it sees the subscription, and the woken wait then
+    # unsubscribes: on a loaded machine that can all happen between two looks here.
+    while from_parent.is_alive() and numsub(client, keyprefix, ["from-parent"]) != [1]:
         if time.monotonic() > deadline:
             return 2
         time.sleep(0.001)
