@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 
+from ._errors import DecodeError
 from ._hookspecs import OnChange
 from ._meta import TaskMeta
 
@@ -97,7 +98,7 @@ class PollingChannel:
             if read_many is None:
                 return  # the backend was collected without close()
             try:
-                found = read_many(list(watched))
+                found, broken = _read_apart(read_many, list(watched))
             except Exception:
                 # The waits' own reads report errors and deadlines; the poller only
                 # keeps trying, logging once per run of failures.
@@ -108,13 +109,13 @@ class PollingChannel:
                     exc_info=True,
                 )
                 failing = True
-                found = {}
+                found, broken = {}, []
             else:
                 if failing:
                     log.warning("polling for %s works again", self._name)
                 failing = False
             del read_many  # not held while the thread sleeps
-            self._end_round(watched, found)
+            self._end_round(watched, found, broken)
 
     def _next_round(self) -> dict[str, _Seen] | None:
         """Sleep until some ids are due; those ids then, None once closed."""
@@ -136,9 +137,12 @@ class PollingChannel:
                 self._cond.wait(max(0.0, min(wakes) - now))
             return None
 
-    def _end_round(self, watched: dict[str, _Seen], found: Mapping[str, TaskMeta]) -> None:
+    def _end_round(
+        self, watched: dict[str, _Seen], found: Mapping[str, TaskMeta], broken: list[str]
+    ) -> None:
         """Deliver what changed and schedule what was read (counted from now: a slow
-        read must not make the rounds run back to back)."""
+        read must not make the rounds run back to back). A broken record's waiters are
+        told it changed without a meta: their own read then raises its DecodeError."""
         # Under the lock, so an unsubscribe and subscribe of an id cannot slip in
         # between the check and the delivery; on_change only wakes waiters.
         with self._cond:
@@ -154,3 +158,21 @@ class PollingChannel:
                     continue
                 seen.meta = meta
                 self._on_change(task_id, meta)
+            for task_id in broken:
+                if self._seen.get(task_id) is watched[task_id]:
+                    self._on_change(task_id, None)
+
+
+def _read_apart(read_many: ReadMany, ids: list[str]) -> tuple[Mapping[str, TaskMeta], list[str]]:
+    """Read ``ids`` in one call; if a record cannot be decoded, halve the batch until the
+    broken ids are found (a few reads per broken record), so that one bad record fails its
+    own waiters only. Returns what was read and the ids that cannot be decoded."""
+    try:
+        return read_many(ids), []
+    except DecodeError:
+        if len(ids) == 1:
+            return {}, ids
+    half = len(ids) // 2
+    first, broken_first = _read_apart(read_many, ids[:half])
+    second, broken_second = _read_apart(read_many, ids[half:])
+    return {**first, **second}, broken_first + broken_second
