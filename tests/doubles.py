@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import traceback
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import ClassVar
 
 import resultstore
-from resultstore import hookimpl
+from resultstore import Backend, KeyValueStore, hookimpl
 
 
 class DictPlugin:
@@ -41,3 +44,35 @@ def fail_with(exc: BaseException) -> BaseException:
 
 def traceback_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(exc))
+
+
+class BytesPlugin(KeyValueStore):
+    """A key-value plugin over a dict of bytes, without push (the shared poller serves it);
+    tests put bytes into ``data`` behind the backend's back."""
+
+    capabilities = frozenset({"ttl", "get_many"})
+    data: ClassVar[dict[str, bytes]] = {}
+
+    def kv_get(self, key: str) -> bytes | None:
+        return self.data.get(key)
+
+    def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
+        return [self.data.get(key) for key in keys]
+
+    def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
+        self.data[key] = value
+
+    def kv_delete(self, key: str) -> bool:
+        return self.data.pop(key, None) is not None
+
+
+@contextmanager
+def bytes_plugin() -> Iterator[Backend]:
+    """A Backend on a fresh :class:`BytesPlugin` (``bytestest://``)."""
+    resultstore.register_backend("bytestest", BytesPlugin)
+    BytesPlugin.data = {}
+    try:
+        with Backend("bytestest://") as backend:
+            yield backend
+    finally:
+        resultstore.unregister_backend("bytestest")

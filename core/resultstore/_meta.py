@@ -95,22 +95,47 @@ class TaskMeta:
                 date_done = parse_date(date_done)
             except ValueError as exc:
                 raise ValueError(f"meta of task {task_id!r} has a bad date_done: {exc}") from None
-        children = wire.get("children") or []
+        children = wire.get("children")
+        if type(children) is not list:
+            if children is not None and not isinstance(children, (list, tuple)):
+                raise ValueError(
+                    f"meta of task {task_id!r}: children must be a list or null, "
+                    f"got {children!r:.100}"
+                )
+            children = list(children or ())
+        traceback, group_id, parent_id = (
+            wire.get("traceback"),
+            wire.get("group_id"),
+            wire.get("parent_id"),
+        )
+        if (
+            type(traceback) not in _STR_OR_NONE
+            or type(group_id) not in _STR_OR_NONE
+            or type(parent_id) not in _STR_OR_NONE
+        ):
+            _refuse_types(task_id, wire)
         fields = {
             "task_id": task_id,
             "status": status,
             "result": wire.get("result"),
-            "traceback": wire.get("traceback"),
-            "children": children if type(children) is list else list(children),
+            "traceback": traceback,
+            "children": children,
             "date_done": date_done,
-            "group_id": wire.get("group_id"),
-            "parent_id": wire.get("parent_id"),
+            "group_id": group_id,
+            "parent_id": parent_id,
             "extended": False,
             **_NO_EXTENDED,
         }
         if "name" in wire or "args" in wire or "worker" in wire:
             fields["extended"] = True
             fields.update((name, wire[name]) for name in EXTENDED_FIELDS if name in wire)
+            if (
+                type(fields["name"]) not in _STR_OR_NONE
+                or type(fields["worker"]) not in _STR_OR_NONE
+                or type(fields["queue"]) not in _STR_OR_NONE
+                or type(fields["retries"]) not in _INT_OR_NONE
+            ):
+                _refuse_types(task_id, wire)
         return cls.from_fields(fields)
 
     @classmethod
@@ -123,6 +148,31 @@ class TaskMeta:
         meta = object.__new__(cls)
         meta.__dict__.update(fields)
         return meta
+
+
+# The types a stored meta's fields may have: checked on every read, so kept to set lookups.
+_STR_OR_NONE = frozenset({str, type(None)})
+_INT_OR_NONE = frozenset({int, type(None)})
+_TYPED_FIELDS = {
+    "traceback": (_STR_OR_NONE, "a str"),
+    "group_id": (_STR_OR_NONE, "a str"),
+    "parent_id": (_STR_OR_NONE, "a str"),
+    "name": (_STR_OR_NONE, "a str"),
+    "worker": (_STR_OR_NONE, "a str"),
+    "queue": (_STR_OR_NONE, "a str"),
+    "retries": (_INT_OR_NONE, "an int"),
+}
+
+
+def _refuse_types(task_id: str, wire: Mapping[str, Any]) -> None:
+    """Name the first field of the wrong type: a record that is not a meta must not turn
+    into a wrong value, or into a TypeError far from here."""
+    for name, (types, what) in _TYPED_FIELDS.items():
+        value = wire.get(name)
+        if type(value) not in types:
+            raise ValueError(
+                f"meta of task {task_id!r}: {name} must be {what} or null, got {value!r:.100}"
+            )
 
 
 @dataclass(frozen=True)

@@ -74,11 +74,11 @@ class Codec:
         if self.serializer == "json":
             try:
                 return _JSON_ENCODER.encode(value).encode()
-            except (TypeError, ValueError) as exc:
+            except (TypeError, ValueError, RecursionError) as exc:
                 raise EncodeError(f"{what} cannot be serialized with 'json': {exc}") from exc
         try:
             _, _, payload = serialization.dumps(value, serializer=self.serializer)
-        except kombu_errors.EncodeError as exc:
+        except (kombu_errors.EncodeError, RecursionError) as exc:
             raise EncodeError(
                 f"{what} cannot be serialized with {self.serializer!r}: {exc}"
             ) from exc
@@ -104,9 +104,15 @@ class Codec:
                 return _JSON_DECODER.decode(bytes(data).decode())
             except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError alike
                 raise DecodeError(f"{what} cannot be decoded as 'json': {exc}") from exc
+            except RecursionError:
+                raise DecodeError(f"{what} is nested too deeply to decode as 'json'") from None
         try:
             return serialization.loads(data, content_type, encoding, accept=self.accept)
         except kombu_errors.ContentDisallowed as exc:
             raise DecodeError(f"{what} refused: {exc}") from None
         except kombu_errors.DecodeError as exc:
             raise DecodeError(f"{what} cannot be decoded as {self.serializer!r}: {exc}") from exc
+        except RecursionError:
+            raise DecodeError(
+                f"{what} is nested too deeply to decode as {self.serializer!r}"
+            ) from None

@@ -17,7 +17,7 @@ import uuid
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -29,12 +29,11 @@ from resultstore import (
     Backend,
     BackendUnavailable,
     Capability,
-    KeyValueStore,
     TaskMeta,
 )
 from resultstore._polling import POLL_INTERVAL
 
-from ..doubles import DictPlugin
+from ..doubles import BytesPlugin, DictPlugin, bytes_plugin
 from ..threads import DEADLINE, Worker, wait_until
 
 SCHEME = "dictmany"
@@ -281,34 +280,10 @@ def reads_of(reads: Reads, thread_name: str, task_id: str) -> int:
 # --- one record nobody can decode ----------------------------------------------------------
 
 
-class BytesPlugin(KeyValueStore):
-    """A key-value plugin over a dict of bytes, without push: the shared poller serves it."""
-
-    capabilities = frozenset({"ttl", "get_many"})
-    data: ClassVar[dict[str, bytes]] = {}
-
-    def kv_get(self, key: str) -> bytes | None:
-        return self.data.get(key)
-
-    def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        return [self.data.get(key) for key in keys]
-
-    def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self.data[key] = value
-
-    def kv_delete(self, key: str) -> bool:
-        return self.data.pop(key, None) is not None
-
-
 @pytest.fixture
 def bytes_backend() -> Iterator[Backend]:
-    resultstore.register_backend("bytestest", BytesPlugin)
-    BytesPlugin.data = {}
-    try:
-        with Backend("bytestest://") as b:
-            yield b
-    finally:
-        resultstore.unregister_backend("bytestest")
+    with bytes_plugin() as b:
+        yield b
 
 
 PICKLED = pickle.dumps({"status": "SUCCESS", "result": 1})
