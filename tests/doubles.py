@@ -76,3 +76,13 @@ def bytes_plugin() -> Iterator[Backend]:
             yield backend
     finally:
         resultstore.unregister_backend("bytestest")
+
+
+def hint(backend: Backend) -> str:
+    """What a timeout error adds for a backend private to one process (memory://)."""
+    if not backend.process_local:
+        return ""
+    return (
+        f"; {backend.url.masked} keeps results inside one process: "
+        "a result stored by another process is never seen here"
+    )

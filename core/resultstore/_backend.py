@@ -29,6 +29,7 @@ from ._plugins import (
     BackendConfig,
     Capability,
     declared_capabilities,
+    declared_process_local,
     plugin_name,
     validate_plugin,
 )
@@ -181,6 +182,7 @@ class Backend:
         self.plugin = self._start_plugin(resolved)
         try:
             self.capabilities = declared_capabilities(self.plugin)
+            self.process_local = declared_process_local(self.plugin)
             self._register(self.plugin, storage=True)
         except BaseException:
             close = getattr(self.plugin, "close", None)  # not registered: close it directly
@@ -661,7 +663,14 @@ class Backend:
         if interval <= 0:
             raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
         deadline = None if timeout is None else time.monotonic() + timeout
-        return push_plan(Progress(ids, timeout, on_message), deadline, repr(self)), deadline
+        hint = (
+            f"{self.url.masked} keeps results inside one process: a result stored by "
+            "another process is never seen here"
+            if self.process_local
+            else None
+        )
+        progress = Progress(ids, timeout, on_message, hint)
+        return push_plan(progress, deadline, repr(self)), deadline
 
     def waiting_ids(self) -> frozenset[str]:
         """Ids that some thread or coroutine in this process is waiting on now."""

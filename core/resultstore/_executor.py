@@ -39,8 +39,9 @@ Pool = Literal["thread", "process"]
 
 log = logging.getLogger("resultstore.executor")
 
-# Schemes whose results live in one process: a process pool cannot share them.
-_PROCESS_LOCAL = ("memory",)
+# How often a task that never ran is sent to a fresh pool after its pool broke: a pool
+# that breaks every time (a worker that cannot start) must end in an error.
+_RESENDS = 3
 
 
 class Task(Generic[P, R]):
@@ -125,7 +126,7 @@ class Executor:
             isinstance(max_workers, bool) or not isinstance(max_workers, int) or max_workers < 1
         ):
             raise ValueError(f"max_workers must be a positive int or None, got {max_workers!r}")
-        if pool == "process" and _is_process_local(backend):
+        if pool == "process" and backend.process_local:
             raise ValueError(
                 f"{backend.url.masked!r} keeps results inside one process, so process "
                 "workers could not share them; use pool='thread', or a backend that "
@@ -170,15 +171,20 @@ class Executor:
         with self._lock:
             if self._closed:
                 raise RuntimeError(f"{self!r} is shut down")
-            pool = self._pool()
-            try:
-                future = self._send(pool, task, result.id, info)
-            except BrokenProcessPool:  # a worker died while idle: start a fresh pool
-                self._executor = None
-                pool = self._pool()
-                future = self._send(pool, task, result.id, info)
-        future.add_done_callback(lambda f: self._settle(f, pool, result.id, info))
+            self._submit_locked(task, result.id, info, resends=0)
         return result
+
+    def _submit_locked(
+        self, task: Task[Any, Any], task_id: str, info: TaskInfo, resends: int
+    ) -> None:
+        pool = self._pool()
+        try:
+            future = self._send(pool, task, task_id, info)
+        except BrokenProcessPool:  # a worker died while idle: start a fresh pool
+            self._executor = None
+            pool = self._pool()
+            future = self._send(pool, task, task_id, info)
+        future.add_done_callback(lambda f: self._settle(f, pool, task, task_id, info, resends))
 
     def _send(
         self, pool: _PoolExecutor, task: Task[Any, Any], task_id: str, info: TaskInfo
@@ -214,7 +220,13 @@ class Executor:
         return self._executor
 
     def _settle(
-        self, future: Future[None], pool: _PoolExecutor, task_id: str, info: TaskInfo
+        self,
+        future: Future[None],
+        pool: _PoolExecutor,
+        task: Task[Any, Any],
+        task_id: str,
+        info: TaskInfo,
+        resends: int,
     ) -> None:
         """A run that ended without storing its end: cancelled at shutdown, a dead
         process, a failed store. Its result must not read PENDING or STARTED forever."""
@@ -226,12 +238,23 @@ class Executor:
             if exc is None:
                 return
             if isinstance(exc, BrokenProcessPool):
-                exc = WorkerLostError(
-                    f"the worker process running task {task_id!r} exited abruptly"
-                )
                 with self._lock:  # the next submit starts a fresh pool (not a newer one)
                     if self._executor is pool:
                         self._executor = None
+                    # Queued on a pool that broke before any worker took it: it never
+                    # ran (a run stores STARTED before it calls the function), so it
+                    # goes to a fresh pool instead of failing.
+                    if (
+                        not self._closed
+                        and self.track_started
+                        and resends < _RESENDS
+                        and not self.backend.exists(task_id)
+                    ):
+                        self._submit_locked(task, task_id, info, resends + 1)
+                        return
+                exc = WorkerLostError(
+                    f"the worker process running task {task_id!r} exited abruptly"
+                )
             self.backend.mark_as_failure(task_id, exc, request=info)
         except Exception:
             log.exception("could not record the end of task %r", task_id)
@@ -259,17 +282,6 @@ def _check_sendable(task: Task[Any, Any]) -> None:
             f"task {task.name!r} cannot be sent to a worker process ({exc}); "
             "define its function at module level, or use pool='thread'"
         ) from None
-
-
-def _is_process_local(backend: Backend) -> bool:
-    if backend.url.scheme in _PROCESS_LOCAL:
-        return True
-    inner = backend.config.inner_url
-    return (
-        inner is not None
-        and inner.scheme.partition("+")[0] == "sqlite"  # sqlite+pysqlite too
-        and inner.path in ("", "/", "/:memory:")
-    )
 
 
 def _run(

@@ -96,6 +96,17 @@ def declared_capabilities(plugin: object) -> frozenset[Capability]:
     return frozenset(caps)
 
 
+def declared_process_local(plugin: object) -> bool:
+    """Whether the plugin keeps results inside this process (``process_local = True``):
+    no other process can read them, so a worker in another process must not use it."""
+    raw = getattr(plugin, "process_local", False)
+    if not isinstance(raw, bool):
+        raise PluginValidationError(
+            f"plugin {plugin_name(plugin)}: 'process_local' must be True or False, got {raw!r}"
+        )
+    return raw
+
+
 def validate_plugin(pm: pluggy.PluginManager, plugin: object, *, storage: bool) -> None:
     """Check a plugin against the hook specs before pluggy sees it.
 

@@ -45,12 +45,17 @@ class Progress:
     """What a wait has seen so far: the ids still pending and the last meta of each."""
 
     def __init__(
-        self, ids: Sequence[str], timeout: float | None, on_message: OnMessage | None
+        self,
+        ids: Sequence[str],
+        timeout: float | None,
+        on_message: OnMessage | None,
+        hint: str | None = None,
     ) -> None:
         self.pending = dict.fromkeys(ids)
         self.seen: dict[str, TaskMeta] = {}
         self.timeout = timeout
         self.on_message = on_message
+        self.hint = hint  # said when a timed-out id was never seen (e.g. memory://)
 
     def settle(self, found: Found) -> Iterator[TaskMeta]:
         """Yield the ready ones among ``found`` (dropping them from ``pending``)."""
@@ -68,11 +73,13 @@ class Progress:
         ids = list(self.pending)
         if len(ids) == 1:
             state = self.seen[ids[0]].status if ids[0] in self.seen else PENDING
-            return TimeoutError(
-                f"task {ids[0]!r} was not ready within {self.timeout:g} s (state {state})"
-            )
-        shown = ", ".join(repr(t) for t in ids[:5]) + (", ..." if len(ids) > 5 else "")
-        return TimeoutError(f"{len(ids)} tasks were not ready within {self.timeout:g} s: {shown}")
+            message = f"task {ids[0]!r} was not ready within {self.timeout:g} s (state {state})"
+        else:
+            shown = ", ".join(repr(t) for t in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            message = f"{len(ids)} tasks were not ready within {self.timeout:g} s: {shown}"
+        if self.hint and any(t not in self.seen for t in ids):
+            message += f"; {self.hint}"
+        return TimeoutError(message)
 
 
 # --- the steps a plan asks for --------------------------------------------------------

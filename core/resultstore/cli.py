@@ -190,6 +190,12 @@ def _backend(args: argparse.Namespace) -> Iterator[Backend]:
     # backend refuses a result_serializer missing from result_accept_content).
     serializer = DEFAULT_SERIALIZER if not accept or DEFAULT_SERIALIZER in accept else accept[0]
     with Backend(url, serializer=serializer, accept_content=accept) as backend:
+        if backend.process_local:
+            print(
+                f"resultstore: note: {backend.url.masked} keeps results inside one process; "
+                "this command's store is its own, and empty",
+                file=sys.stderr,
+            )
         yield backend
 
 

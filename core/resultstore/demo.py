@@ -24,7 +24,7 @@ from . import (
     TaskMeta,
     current_run,
 )
-from ._executor import Pool, _is_process_local
+from ._executor import Pool
 
 
 def square(n: int) -> int:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def tour(url: str) -> int:
     with Backend(url, extended=True) as backend:
-        pool: Pool = "thread" if _is_process_local(backend) else "process"
+        pool: Pool = "thread" if backend.process_local else "process"
         print(f"backend: {backend.url.masked}  (workers: {pool} pool)")
         with Executor(backend, pool=pool, max_workers=3) as executor:
             square_task = executor.task(square, name="demo.square")

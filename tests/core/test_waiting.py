@@ -41,6 +41,7 @@ from resultstore._polling import POLL_INTERVAL
 from resultstore._waiting import Waiter
 from resultstore_memory import MemoryBackend
 
+from ..doubles import hint
 from ..threads import DEADLINE, Worker, wait_until
 
 WAKE_BOUND = 0.05  # generous bound on a wake-up
@@ -201,7 +202,9 @@ class TestTimeouts:
         print(f"\npush get(timeout=0.2) raised after {elapsed * 1000:.2f} ms")
         assert isinstance(raised.value, builtins.TimeoutError)
         assert isinstance(raised.value, resultstore.ResultStoreError)
-        assert str(raised.value) == "task 'x' was not ready within 0.2 s (state PENDING)"
+        assert str(raised.value) == "task 'x' was not ready within 0.2 s (state PENDING)" + hint(
+            backend
+        )
         assert 0.2 <= elapsed < 0.25
         assert_nothing_left(backend)
 
@@ -226,7 +229,9 @@ class TestTimeouts:
         with pytest.raises(resultstore.TimeoutError) as raised:
             AsyncResult("x", backend).get(timeout=0)
         assert time.monotonic() - started < WAKE_BOUND
-        assert str(raised.value) == "task 'x' was not ready within 0 s (state PENDING)"
+        assert str(raised.value) == "task 'x' was not ready within 0 s (state PENDING)" + hint(
+            backend
+        )
         provider.mark_as_done("x", 1)
         assert AsyncResult("x", backend).get(timeout=0) == 1
         assert_nothing_left(backend)
@@ -416,7 +421,7 @@ class TestJoinWhileCompleting:
             pytest.raises(resultstore.TimeoutError) as raised,
         ):
             next(ready)
-        assert str(raised.value) == "2 tasks were not ready within 0 s: 'a', 'b'"
+        assert str(raised.value) == "2 tasks were not ready within 0 s: 'a', 'b'" + hint(backend)
         assert_nothing_left(backend)
 
 
@@ -446,7 +451,9 @@ class TestNothingLeftBehind:
         for i in range(1000):
             with pytest.raises(resultstore.TimeoutError) as raised:
                 AsyncResult(f"t{i}", backend).get(timeout=0.001)
-            assert str(raised.value) == f"task 't{i}' was not ready within 0.001 s (state PENDING)"
+            assert str(raised.value) == (
+                f"task 't{i}' was not ready within 0.001 s (state PENDING)" + hint(backend)
+            )
         del raised
         assert_nothing_left(backend)
         assert threading.active_count() == threads_before

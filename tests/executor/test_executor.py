@@ -143,6 +143,19 @@ def test_a_killed_worker_process_leaves_worker_lost_not_started(sqlite_url: str)
         assert executor.task(tasks.add).delay(1, 1).get(timeout=DEADLINE) == 2
 
 
+def test_tasks_queued_behind_a_killed_worker_run_on_a_fresh_pool(sqlite_url: str) -> None:
+    with (
+        Backend(sqlite_url) as backend,
+        Executor(backend, pool="process", max_workers=1) as executor,
+    ):
+        killed = executor.task(tasks.kill_self).delay(signal.SIGKILL)
+        queued = [executor.task(tasks.add).delay(i, 1) for i in range(3)]
+        with pytest.raises(WorkerLostError):
+            killed.get(timeout=DEADLINE)
+        # They never started (no STARTED was stored), so they were sent again, not failed.
+        assert [r.get(timeout=DEADLINE) for r in queued] == [1, 2, 3]
+
+
 def test_sigterm_ends_the_run_as_worker_lost(sqlite_url: str) -> None:
     with Backend(sqlite_url) as backend, Executor(backend, pool="process") as executor:
         result = executor.task(tasks.kill_self).delay(signal.SIGTERM)
@@ -298,5 +311,8 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     # A dead child not yet reaped by its parent still answers kill(0): look at its state.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except OSError:  # reaped between the two looks (/proc answers ESRCH or ENOENT)
+        return False

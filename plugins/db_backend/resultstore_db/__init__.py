@@ -118,6 +118,9 @@ class DatabaseBackend:
             raise ValueError(f"{config.url.masked!r} is not a SQLAlchemy URL: {exc}") from None
         self.where = config.url.masked
         self.dialect = self.url.get_backend_name()
+        # An in-memory SQLite database lives in this process only.
+        in_memory = self.url.database in (None, "", ":memory:")
+        self.process_local = self.dialect == "sqlite" and in_memory
         self._engines_of: tuple[int, tuple[Engine, Engine]] = (0, ())  # type: ignore[assignment]
         self.tables: Tables = make_tables(
             _mapping(options, "database_table_names"), _mapping(options, "database_table_schemas")

@@ -100,6 +100,8 @@ class _Channel:
 class MemoryBackend(KeyValueStore):
     """The ``memory://`` plugin. Option ``clock``: a ``time.time``-like callable (for tests)."""
 
+    process_local = True
+
     capabilities = frozenset(
         {
             Capability.TTL,
