@@ -6,7 +6,8 @@ for them from anywhere. Wire-compatible with Celery's result backends.
 
 from __future__ import annotations
 
-from ._backend import Backend, validate_task_id
+from ._args import validate_task_id
+from ._backend import Backend
 from ._context import allow_join_result, assert_will_not_block, current_task_id, running_task
 from ._deadline import time_left
 from ._errors import (

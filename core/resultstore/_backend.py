@@ -3,37 +3,44 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import threading
-import time
 import traceback as tb_module
-import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
 
 import pluggy
 
 from . import _hookspecs, _registry
+from ._args import (
+    DEFAULT,
+    DEFAULT_EXPIRES,
+    DEFAULT_URL,
+    Expires,
+    _Default,
+    seconds,
+    unique_ids,
+    validate_task_id,
+)
+from ._backend_groups import Groups
+from ._backend_waits import Waits
 from ._errors import (
     BackendLoadError,
     PluginValidationError,
     ResultStoreError,
     TaskRevokedError,
-    UnsupportedOperation,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
-from ._hookspecs import ASYNC_PREFIX, OnChange
-from ._meta import GroupMeta, TaskInfo, TaskMeta
+from ._hookspecs import ASYNC_PREFIX
+from ._meta import TaskInfo, TaskMeta
 from ._plugins import (
     BackendConfig,
     Capability,
+    check_options,
     declared_capabilities,
     declared_process_local,
     plugin_name,
     validate_plugin,
 )
-from ._polling import POLL_INTERVAL, PollingChannel, ReadMany
 from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
@@ -46,38 +53,8 @@ from ._states import (
     SUCCESS,
 )
 from ._url import URL
-from ._wait import (
-    AsyncReadyIterator,
-    OnMessage,
-    Plan,
-    Progress,
-    ReadyIterator,
-    arun,
-    push_plan,
-    run,
-)
-from ._waiting import WaitHub
 
-if TYPE_CHECKING:
-    from ._result import GroupResult
-
-DEFAULT_URL = "memory://"
-DEFAULT_EXPIRES = 86400.0  # Celery's result_expires: one day
-MAX_TASK_ID_LENGTH = 155  # Celery's task_id column, so ids stay portable across engines
-# Celery's ``interval=`` of the waits, accepted and checked: waits sleep until woken,
-# and a plugin without push is polled by the backend's one poller at its own pace.
-DEFAULT_INTERVAL = POLL_INTERVAL
-
-
-class _Default:
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-DEFAULT: Final = _Default()
 _EXPIRING = frozenset({Capability.TTL, Capability.CLEANUP})
-Expires = float | int | timedelta | None
-
 # Celery's setting names accepted by Backend.from_config, mapped to keyword arguments.
 SETTINGS = {
     "result_backend": "url",
@@ -93,39 +70,11 @@ SETTINGS = {
 PLUGIN_SETTINGS = ("result_backend_transport_options",)
 
 
-def _seconds(value: Expires, what: str) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, timedelta):
-        value = value.total_seconds()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{what} must be seconds, a timedelta or None, got {value!r}")
-    if not value > 0:
-        raise ValueError(f"{what} must be positive (or None for no expiry), got {value!r}")
-    return float(value)
-
-
 def _ignore(count: int) -> None:
     pass
 
 
-def validate_task_id(task_id: object, what: str = "task id") -> str:
-    if not isinstance(task_id, str):
-        raise TypeError(f"{what} must be a str, got {type(task_id).__name__}: {task_id!r:.80}")
-    if not task_id:
-        raise ValueError(f"{what} must not be empty")
-    if len(task_id) > MAX_TASK_ID_LENGTH:
-        raise ValueError(
-            f"{what} is {len(task_id)} characters long; the limit is {MAX_TASK_ID_LENGTH}"
-        )
-    if not task_id.isprintable() or task_id != task_id.strip():
-        raise ValueError(
-            f"{what} {task_id!r} contains whitespace at its ends or control characters"
-        )
-    return task_id
-
-
-class Backend:
+class Backend(Waits, Groups):
     """A result store selected by URL.
 
     >>> backend = Backend("memory://")
@@ -155,7 +104,7 @@ class Backend:
             raise TypeError(f"result_extended must be a bool, got {extended!r}")
         if options is not None and not isinstance(options, Mapping):
             raise TypeError(f"options must be a mapping, got {type(options).__name__}")
-        self.expires = _seconds(expires, "result_expires")
+        self.expires = seconds(expires, "result_expires")
         self.codec = Codec.create(serializer, accept_content)
         self._rebuilder = ExceptionRebuilder(exception_allow)
         # What another process needs to open the same backend (the executor's workers).
@@ -190,9 +139,8 @@ class Backend:
                 close()
             raise
         self._hook = self._pm.hook
-        self._hub = self._new_hub()
         self._closed = False
-        _live_backends.add(self)
+        self._start_hub()
         try:
             for extra in plugins:
                 self.add_plugin(extra)
@@ -204,17 +152,6 @@ class Backend:
         except BaseException:
             self.close()
             raise
-
-    def _new_hub(self) -> WaitHub:
-        if Capability.PUSH in self.capabilities:
-            return WaitHub(lambda on_change: self._hook.notify(on_change=on_change))
-        # Without push the core is the channel: one poller for every wait of this
-        # backend in this process, reading all their ids in one round trip.
-        # Nothing the poller's thread holds may hold this backend (it would never be
-        # collected): the read and the backend are weak references.
-        read, me = weakref.WeakMethod(self._read), weakref.ref(self)
-        name = f"resultstore-poll {self.url.masked}"
-        return WaitHub(lambda on_change: _open_poller(me, read, on_change, name))
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], **kwargs: Any) -> Backend:
@@ -238,6 +175,7 @@ class Backend:
         return cls(**settings, **kwargs)
 
     def _start_plugin(self, resolved: _registry.Resolved) -> object:
+        check_options(resolved.factory, self.config.options, self.url.masked)
         try:
             return resolved.factory(self.config)
         except (ResultStoreError, ValueError, TypeError, PermissionError):
@@ -285,6 +223,7 @@ class Backend:
         if getattr(self, "_closed", True):
             return
         self._closed = True
+        self._dropped.detach()
         self._hub.close()
         self._hook.close()
 
@@ -386,7 +325,7 @@ class Backend:
 
     def _ttl(self, expires: Expires | _Default) -> float | None:
         """A call's ``expires=`` as seconds, the backend's result_expires by default."""
-        return self.expires if isinstance(expires, _Default) else _seconds(expires, "expires")
+        return self.expires if isinstance(expires, _Default) else seconds(expires, "expires")
 
     def _probe_encode(self, value: object) -> object:
         return self.codec.dumps(value, "exception argument")
@@ -458,7 +397,7 @@ class Backend:
 
     def get_many(self, task_ids: Iterable[str]) -> dict[str, TaskMeta]:
         """Metas for many ids in one round trip where the plugin can; PENDING for missing."""
-        ids = _unique_ids(task_ids)
+        ids = unique_ids(task_ids)
         return _or_pending(ids, self._read(ids))
 
     async def aget_task_meta(self, task_id: str) -> TaskMeta:
@@ -468,7 +407,7 @@ class Backend:
 
     async def aget_many(self, task_ids: Iterable[str]) -> dict[str, TaskMeta]:
         """:meth:`get_many` for coroutines: never blocks the event loop."""
-        ids = _unique_ids(task_ids)
+        ids = unique_ids(task_ids)
         return _or_pending(ids, await self._aread(ids))
 
     async def _acall(self, hook: str, **kwargs: Any) -> Any:
@@ -498,24 +437,6 @@ class Backend:
 
     def exception_from_meta(self, meta: TaskMeta) -> BaseException:
         return self._rebuilder.rebuild(meta.result, meta.traceback)
-
-    def _read(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
-        if not task_ids:
-            return {}
-        if len(task_ids) > 1 and Capability.GET_MANY in self.capabilities:
-            return self._hook.get_many(task_ids=task_ids) or {}
-        metas = [self._get(task_id=task_id) for task_id in task_ids]
-        return {t: m for t, m in zip(task_ids, metas, strict=True) if m is not None}
-
-    async def _aread(self, task_ids: Sequence[str]) -> Mapping[str, TaskMeta]:
-        if not task_ids:
-            return {}
-        if Capability.ASYNC not in self.capabilities:
-            return await asyncio.to_thread(self._read, task_ids)
-        if len(task_ids) > 1 and Capability.GET_MANY in self.capabilities:
-            return await self._hook.async_get_many(task_ids=task_ids) or {}
-        metas = [await self._hook.async_get(task_id=task_id) for task_id in task_ids]
-        return {t: m for t, m in zip(task_ids, metas, strict=True) if m is not None}
 
     # --- removal, expiry, revocation ----------------------------------------------
 
@@ -559,136 +480,6 @@ class Backend:
             return True
         return self.get_state(task_id) == REVOKED
 
-    # --- groups -------------------------------------------------------------------------
-
-    def save_group(
-        self, group_id: str, result: GroupResult, *, expires: Expires | _Default = DEFAULT
-    ) -> None:
-        self._require(Capability.GROUPS, "save_group")
-        validate_task_id(group_id, "group id")
-        ttl = self._ttl(expires)
-        # Group members are validated ids: their tuple always encodes, and the
-        # plugin encodes it before it writes anything.
-        self._hook.save_group(meta=GroupMeta(group_id, result.as_tuple()), ttl=ttl)
-
-    def restore_group(self, group_id: str) -> GroupResult | None:
-        from ._result import GroupResult, result_from_tuple  # they sit on top of Backend
-
-        self._require(Capability.GROUPS, "restore_group")
-        meta: GroupMeta | None = self._hook.get_group(
-            group_id=validate_task_id(group_id, "group id")
-        )
-        if meta is None:
-            return None
-        group = result_from_tuple(meta.result, self)
-        if not isinstance(group, GroupResult):
-            raise ValueError(f"group {group_id!r} holds {meta.result!r:.200}, not a group")
-        return group
-
-    def delete_group(self, group_id: str) -> bool:
-        self._require(Capability.GROUPS, "delete_group")
-        return bool(self._hook.forget_group(group_id=validate_task_id(group_id, "group id")))
-
-    def _require(self, capability: Capability, operation: str) -> None:
-        if capability not in self.capabilities:
-            raise UnsupportedOperation(
-                f"{operation} needs capability {capability.value!r}, which plugin "
-                f"{plugin_name(self.plugin)} for {self.url.masked!r} does not declare"
-            )
-
-    # --- waiting --------------------------------------------------------------------------
-
-    def wait_for(
-        self,
-        task_id: str,
-        timeout: float | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        on_message: OnMessage | None = None,
-    ) -> TaskMeta:
-        """Block until ``task_id`` is ready and return its meta (TimeoutError at the deadline)."""
-        with self.iter_ready([task_id], timeout, interval, on_message) as ready:
-            return next(ready)
-
-    def iter_ready(
-        self,
-        task_ids: Iterable[str],
-        timeout: float | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        on_message: OnMessage | None = None,
-    ) -> ReadyIterator:
-        """Yield the metas of ``task_ids`` as each becomes ready (use as a context manager).
-
-        The wait sleeps until the plugin's push channel wakes it; a plugin without
-        push is polled for it by the backend's one poller (from 1 ms after a new
-        wait, backing off to 0.1 s; ``interval`` is accepted for Celery and not
-        used). ``timeout`` is one deadline for all ids.
-        """
-        plan, deadline = self._wait_plan(task_ids, timeout, interval, on_message)
-        return ReadyIterator(run(plan, self._read, self._hub, deadline))
-
-    def aiter_ready(
-        self,
-        task_ids: Iterable[str],
-        timeout: float | None = None,
-        interval: float = DEFAULT_INTERVAL,
-        on_message: OnMessage | None = None,
-    ) -> AsyncReadyIterator:
-        """:meth:`iter_ready` for coroutines: ``async for`` (and ``async with``) over the metas.
-
-        Wake-ups come through the same channel (or poller) as the threads' (no
-        thread and no poll per waiter); reads use the plugin's async twin or a
-        worker thread. A cancelled or timed-out wait leaves no subscription behind.
-        """
-        plan, deadline = self._wait_plan(task_ids, timeout, interval, on_message)
-        return AsyncReadyIterator(arun(plan, self._aread, self._hub.for_coroutines(), deadline))
-
-    def _wait_plan(
-        self,
-        task_ids: Iterable[str],
-        timeout: float | None,
-        interval: float,
-        on_message: OnMessage | None,
-    ) -> tuple[Plan, float | None]:
-        """The checked arguments' wait plan, and its deadline."""
-        ids = _unique_ids(task_ids)
-        if timeout is not None:
-            if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
-                raise TypeError(f"timeout must be a number of seconds or None, got {timeout!r}")
-            if not timeout >= 0:
-                raise ValueError(f"timeout must be a number of seconds >= 0, got {timeout!r}")
-            if timeout > threading.TIMEOUT_MAX:
-                timeout = None  # longer than a lock can wait (inf): wait without a deadline
-        if isinstance(interval, bool) or not isinstance(interval, (int, float)):
-            raise TypeError(f"interval must be a number of seconds, got {interval!r}")
-        if interval <= 0:
-            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
-        deadline = None if timeout is None else time.monotonic() + timeout
-        hint = (
-            f"{self.url.masked} keeps results inside one process: a result stored by "
-            "another process is never seen here"
-            if self.process_local
-            else None
-        )
-        progress = Progress(ids, timeout, on_message, hint)
-        return push_plan(progress, deadline, repr(self)), deadline
-
-    def waiting_ids(self) -> frozenset[str]:
-        """Ids that some thread or coroutine in this process is waiting on now."""
-        return self._hub.waiting_ids()
-
-
-def _open_poller(
-    backend: weakref.ref[Backend],
-    read: Callable[[], ReadMany | None],
-    on_change: OnChange,
-    name: str,
-) -> PollingChannel:
-    channel = PollingChannel(read, on_change, name)
-    owner = backend()
-    if owner is not None:  # dropped without close(): end the thread with it
-        weakref.finalize(owner, channel.stop)
-    return channel
-
 
 def _direct(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..., Any]:
     """The only implementation of a hook, when it is a plain one taking every argument;
@@ -699,22 +490,5 @@ def _direct(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..
     return impls[0].function if tuple(impls[0].argnames) == argnames else caller
 
 
-def _unique_ids(task_ids: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(validate_task_id(t) for t in task_ids))
-
-
 def _or_pending(ids: list[str], found: Mapping[str, TaskMeta]) -> dict[str, TaskMeta]:
     return {t: found.get(t) or TaskMeta(t) for t in ids}
-
-
-# After a fork the child must not share the parent's push channel or poller (their
-# threads did not survive, a socket is the parent's) nor the parent's waiters.
-_live_backends: weakref.WeakSet[Backend] = weakref.WeakSet()
-
-
-def _reset_after_fork() -> None:
-    for backend in list(_live_backends):
-        backend._hub = backend._new_hub()
-
-
-os.register_at_fork(after_in_child=_reset_after_fork)

@@ -114,6 +114,23 @@ def is_revoked(task_id: str) -> bool | None:
     """Capability ``revoke``: whether ``task_id`` was recorded as revoked."""
 
 
+@hookspec(firstresult=True)
+def incr(name: str, amount: int, ttl: float | None) -> int | None:
+    """Capability ``counter``: add ``amount`` to the counter ``name`` and return the new value.
+
+    One atomic step in the store, whichever processes increment at once: each caller
+    gets a value of its own (a script, an ``INSERT ... ON CONFLICT ... RETURNING``, a
+    lock the engine holds). A missing counter starts from 0. ``ttl`` is the seconds
+    until the counter expires, counted again from every increment, or ``None`` to keep
+    it; an expired counter starts from 0 again.
+    """
+
+
+@hookspec(firstresult=True)
+def forget_counter(name: str) -> bool | None:
+    """Capability ``counter``: delete the counter. Idempotent: return whether it existed."""
+
+
 # --- capability ``async``: asyncio twins of the storage hooks ------------------
 #
 # Implemented with ``async def`` (and only so): pluggy calls the implementation,

@@ -2,7 +2,8 @@
 
 A plugin over a key-value engine subclasses :class:`KeyValueStore` and
 implements ``kv_get``, ``kv_set`` and ``kv_delete`` (``kv_mget``, ``kv_lock``
-and ``announce`` have defaults). Keys and values are Celery's: the meta of
+and ``announce`` have defaults). Counters (capability ``counter``) come from the
+same primitives under ``kv_lock``. Keys and values are Celery's: the meta of
 task ``<id>`` is stored under ``celery-task-meta-<id>`` as the serializer's
 bytes of :meth:`TaskMeta.to_wire`, exactly what Celery's key-value backends
 write.
@@ -26,6 +27,7 @@ T = TypeVar("T")
 TASK_KEYPREFIX = "celery-task-meta-"
 GROUP_KEYPREFIX = "celery-taskset-meta-"
 REVOKED_KEYPREFIX = "resultstore-revoked-"
+COUNTER_KEYPREFIX = "resultstore-counter-"
 _REVOKED = b"1"
 # Shared by every instance: two Backends on one engine in one process must
 # exclude each other too.
@@ -78,6 +80,9 @@ class KeyValueStore:
 
     def revoked_key(self, task_id: str) -> str:
         return f"{self.keyprefix}{REVOKED_KEYPREFIX}{task_id}"
+
+    def counter_key(self, name: str) -> str:
+        return f"{self.keyprefix}{COUNTER_KEYPREFIX}{name}"
 
     def encode_meta(self, meta: TaskMeta) -> bytes:
         return self.codec.dumps(meta.to_wire(), f"result of task {meta.task_id!r}")
@@ -165,3 +170,18 @@ class KeyValueStore:
     @hookimpl
     def is_revoked(self, task_id: str) -> bool:
         return self.kv_get(self.revoked_key(task_id)) is not None
+
+    @hookimpl
+    def incr(self, name: str, amount: int, ttl: float | None) -> int:
+        """Capability ``counter``: read, add and write under ``kv_lock``, so exactly as
+        atomic as the plugin's stores (declare the capability only if those are)."""
+        key = self.counter_key(name)
+        with self.kv_lock(key):
+            current = self.kv_get(key)
+            value = (int(current) if current is not None else 0) + amount
+            self.kv_set(key, str(value).encode(), ttl)
+        return value
+
+    @hookimpl
+    def forget_counter(self, name: str) -> bool:
+        return self.kv_delete(self.counter_key(name))

@@ -27,6 +27,7 @@ class Capability(str, enum.Enum):
     CLEANUP = "cleanup"
     REVOKE = "revoke"
     ASYNC = "async"
+    COUNTER = "counter"
 
     def __str__(self) -> str:
         return self.value
@@ -41,6 +42,7 @@ CAPABILITY_HOOKS: Mapping[Capability, tuple[str, ...]] = {
     Capability.CLEANUP: ("cleanup",),
     Capability.REVOKE: ("revoke", "is_revoked"),
     Capability.ASYNC: ("async_store_result", "async_get", "async_forget"),
+    Capability.COUNTER: ("incr", "forget_counter"),
 }
 # Hooks two capabilities need together: the asyncio twin of a native path.
 JOINT_HOOKS: Mapping[frozenset[Capability], tuple[str, ...]] = {
@@ -94,6 +96,40 @@ def declared_capabilities(plugin: object) -> frozenset[Capability]:
                 f"(known: {known})"
             ) from None
     return frozenset(caps)
+
+
+def declared_option_names(plugin: object) -> frozenset[str] | None:
+    """The backend options the plugin reads (``option_names``), or ``None`` if it does not
+    say. Hosts forward exactly these of their settings (Celery's ``redis_*``, ...)."""
+    raw = getattr(plugin, "option_names", None)
+    if raw is None:
+        return None
+    if (
+        isinstance(raw, str)
+        or not isinstance(raw, Iterable)
+        or not all(isinstance(name, str) for name in raw)
+    ):
+        raise PluginValidationError(
+            f"plugin {plugin_name(plugin)}: 'option_names' must be a set of str, got {raw!r:.200}"
+        )
+    return frozenset(raw)
+
+
+def check_options(plugin: object, options: Mapping[str, Any], where: str) -> None:
+    """Refuse an option the plugin does not read, naming a close spelling: a misspelt
+    setting must not be ignored in silence."""
+    names = declared_option_names(plugin)
+    unknown = sorted(set(options) - names) if names is not None else []
+    if not unknown:
+        return
+    close = difflib.get_close_matches(unknown[0], names or (), n=1)
+    hint = f"; did you mean {close[0]!r}?" if len(unknown) == 1 and close else ""
+    known = ", ".join(sorted(names or ())) or "none"
+    listed = ", ".join(repr(key) for key in unknown)
+    raise ValueError(
+        f"{where}: plugin {plugin_name(plugin)} does not take option"
+        f"{'s' * (len(unknown) > 1)} {listed}{hint} (it takes: {known})"
+    )
 
 
 def declared_process_local(plugin: object) -> bool:

@@ -48,6 +48,14 @@ class Resolved:
     source: str  # "resultstore-memory 0.1.0" or "register_backend('x', 'pkg.mod:Obj')"
     inner_url: URL | None
 
+    @property
+    def option_names(self) -> frozenset[str] | None:
+        """The backend options the plugin reads (its ``option_names``), ``None`` if it does
+        not say: a host forwards exactly these of its settings."""
+        from ._plugins import declared_option_names  # _plugins imports hook specs
+
+        return declared_option_names(self.factory)
+
 
 _lock = threading.Lock()
 _explicit: dict[str, str | PluginFactory] = {}

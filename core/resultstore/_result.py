@@ -7,7 +7,8 @@ from contextlib import aclosing, closing
 from datetime import datetime
 from typing import Any, NoReturn
 
-from ._backend import DEFAULT, DEFAULT_INTERVAL, Backend, Expires, _Default, validate_task_id
+from ._args import DEFAULT, DEFAULT_INTERVAL, Expires, _Default, validate_task_id
+from ._backend import Backend
 from ._context import assert_will_not_block
 from ._errors import RemoteTraceback
 from ._meta import TaskMeta

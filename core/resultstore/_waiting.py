@@ -87,6 +87,9 @@ class WaitHub:
         self._deferred: list[str] = []
         self._closed = False
         self._offloop: OffLoopHub | None = None
+        # Removals asked for while another thread held the lock (see remove_soon).
+        self._soon_lock = threading.Lock()
+        self._soon: list[tuple[Wakeable, Collection[str]]] = []
 
     def add(self, waiter: Wakeable, task_ids: Collection[str]) -> None:
         self.add_many([(waiter, task_ids)])
@@ -107,6 +110,7 @@ class WaitHub:
                         first.append(task_id)
                     self._waiters[task_id] = waiters | {waiter}
             if not first:
+                self._flush_soon()
                 return
             try:
                 if self._channel is None:
@@ -116,12 +120,37 @@ class WaitHub:
                 for waiter, task_ids in entries:
                     self._discard(waiter, task_ids)
                 raise
+            finally:
+                self._flush_soon()
 
     def remove(self, waiter: Wakeable, task_ids: Collection[str]) -> None:
         self.remove_many([(waiter, task_ids)])
 
     def remove_many(self, entries: Entries) -> None:
         with self._lock:
+            self._remove_locked(entries)
+            self._flush_soon()
+
+    def remove_soon(self, waiter: Wakeable, task_ids: Collection[str]) -> None:
+        """Remove without ever waiting for the lock (from ``__del__``, a GC callback, a
+        channel's thread): now if it is free, else by the thread that holds it."""
+        if not task_ids:
+            return
+        with self._soon_lock:
+            self._soon.append((waiter, task_ids))
+        # The holder flushes before it lets go; if it let go between our append and
+        # its last look, the lock is free now and we flush ourselves.
+        if self._lock.acquire(blocking=False):
+            try:
+                self._flush_soon()
+            finally:
+                self._lock.release()
+
+    def _flush_soon(self) -> None:
+        """With the lock held: make the removals queued by :meth:`remove_soon`."""
+        while self._soon:
+            with self._soon_lock:
+                entries, self._soon = self._soon, []
             self._remove_locked(entries)
 
     def try_remove(self, waiter: Wakeable, task_ids: Collection[str]) -> bool:

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from . import __version__, _registry
-from ._backend import Backend, validate_task_id
+from ._args import validate_task_id
+from ._backend import Backend
 from ._errors import (
     AmbiguousBackend,
     BackendNotFound,

@@ -130,6 +130,7 @@ class TestDefaults:
                 Capability.CLEANUP,
                 Capability.REVOKE,
                 Capability.ASYNC,
+                Capability.COUNTER,
             }
         )
         assert repr(backend) == f"<Backend '{store_url}' plugin=resultstore_memory.MemoryBackend>"
@@ -220,20 +221,33 @@ class TestFromConfig:
         with pytest.raises(ValueError, match=r"^memory://") as raised:
             Backend.from_config(config)
         assert str(raised.value) == (
-            "memory:// does not take option(s) result_backend_transport_options (only 'clock')"
+            f"{store_url}: plugin resultstore_memory.MemoryBackend does not take option "
+            "'result_backend_transport_options' (it takes: clock)"
         )
 
     def test_memory_rejects_unknown_option(self, store_url: str) -> None:
         with pytest.raises(ValueError, match=r"^memory://") as raised:
             Backend.from_config({"result_backend": store_url, "max_connections": 5})
         assert str(raised.value) == (
-            "memory:// does not take option(s) max_connections (only 'clock')"
+            f"{store_url}: plugin resultstore_memory.MemoryBackend does not take option "
+            "'max_connections' (it takes: clock)"
         )
 
     def test_memory_lists_every_unknown_option_sorted(self, store_url: str) -> None:
         with pytest.raises(ValueError, match=r"^memory://") as raised:
             Backend(store_url, options={"zeta": 1, "alpha": 2, "clock": FakeClock()})
-        assert str(raised.value) == "memory:// does not take option(s) alpha, zeta (only 'clock')"
+        assert str(raised.value) == (
+            f"{store_url}: plugin resultstore_memory.MemoryBackend does not take options "
+            "'alpha', 'zeta' (it takes: clock)"
+        )
+
+    def test_a_misspelt_option_gets_a_suggestion(self, store_url: str) -> None:
+        with pytest.raises(ValueError, match=r"^memory://") as raised:
+            Backend(store_url, options={"clocks": FakeClock()})
+        assert str(raised.value) == (
+            f"{store_url}: plugin resultstore_memory.MemoryBackend does not take option "
+            "'clocks'; did you mean 'clock'? (it takes: clock)"
+        )
 
     def test_keyword_arguments_are_passed_through(self, store_url: str) -> None:
         with Backend.from_config({"result_backend": store_url}, extended=True) as backend:

@@ -141,7 +141,10 @@ class TestURLAndOptions:
     def test_unknown_option(self, name: str) -> None:
         with pytest.raises(ValueError, match=r"^memory://") as raised:
             Backend(f"memory://{name}", options={"max_size": 10})
-        assert str(raised.value) == "memory:// does not take option(s) max_size (only 'clock')"
+        assert str(raised.value) == (
+            f"memory://{name}: plugin resultstore_memory.MemoryBackend does not take option "
+            "'max_size' (it takes: clock)"
+        )
 
     def test_each_backend_has_its_own_clock_over_the_shared_store(self, name: str) -> None:
         url = f"memory://{name}"

@@ -14,6 +14,7 @@ then checks that the capability really works. Needs pytest.
 from __future__ import annotations
 
 from ._clock import FakeClock
-from ._suite import BackendTests, wait_until
+from ._plumbing import wait_until
+from ._suite import BackendTests
 
 __all__ = ["BackendTests", "FakeClock", "wait_until"]

@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from collections.abc import Callable, Coroutine, Generator, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Generator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timezone
 from importlib.metadata import entry_points
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -37,21 +36,12 @@ from .. import (
     resolve,
 )
 from .._registry import GROUP
+from ._hosts import HostTests
+from ._plumbing import wait_until
 
 
 class ConformanceError(Exception):
     """An exception class the backend under test has never been allowed to rebuild."""
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds; fail the test with ``what`` at the deadline."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting until {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 async def await_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -102,7 +92,7 @@ def _fail_with(exc: BaseException) -> BaseException:
         return raised
 
 
-class BackendTests:
+class BackendTests(HostTests):
     """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
 
     Knobs for engines that need them:
@@ -119,53 +109,6 @@ class BackendTests:
     - ``keeps_group_ids``: False where the storage format has no place for a
       task's group_id and parent_id (Celery's SQL tables have none).
     """
-
-    url: ClassVar[str] = ""
-    settings: ClassVar[Mapping[str, Any]] = {}
-    short_ttl: ClassVar[float] = 1.0
-    wake_bound: ClassVar[float] = 1.0
-    wait_timeout: ClassVar[float] = 10.0
-    expiry_grace: ClassVar[float] = 5.0
-    keeps_group_ids: ClassVar[bool] = True
-
-    # --- plumbing ------------------------------------------------------------
-
-    def make_backend(self, **overrides: Any) -> Backend:
-        if not self.url:
-            raise NotImplementedError("set 'url' on the test class or override make_backend()")
-        return Backend(self.url, **{**self.settings, **overrides})
-
-    def let_time_pass(self, seconds: float) -> None:
-        time.sleep(seconds)
-
-    @pytest.fixture
-    def backend(self) -> Iterator[Backend]:
-        with self.make_backend() as backend:
-            yield backend
-
-    @pytest.fixture
-    def other(self) -> Iterator[Backend]:
-        """A second Backend on the same URL: the other process's view of the store."""
-        with self.make_backend() as backend:
-            yield backend
-
-    @pytest.fixture
-    def task_id(self) -> str:
-        return self.new_id()
-
-    @staticmethod
-    def new_id() -> str:
-        return f"conformance-{uuid.uuid4().hex}"
-
-    @staticmethod
-    def require(backend: Backend, capability: Capability) -> None:
-        if capability not in backend.capabilities:
-            pytest.skip(f"the plugin does not declare capability {capability.value!r}")
-
-    def wait_until_waiting(self, backend: Backend, task_ids: set[str]) -> None:
-        wait_until(
-            lambda: task_ids <= backend.waiting_ids(), 5.0, f"a waiter is blocked on {task_ids}"
-        )
 
     # --- states round trip ----------------------------------------------------------
 

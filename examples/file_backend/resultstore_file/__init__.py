@@ -27,9 +27,18 @@ _NO_EXPIRY = b"-"
 
 
 class FileBackend(KeyValueStore):
+    # counter: KeyValueStore's read-add-write under kv_lock, a lock across processes here.
     capabilities = frozenset(
-        {Capability.TTL, Capability.CLEANUP, Capability.GROUPS, Capability.REVOKE}
+        {
+            Capability.TTL,
+            Capability.CLEANUP,
+            Capability.GROUPS,
+            Capability.REVOKE,
+            Capability.COUNTER,
+        }
     )
+
+    option_names: frozenset[str] = frozenset()  # hosts forward none of their settings
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)

@@ -101,6 +101,7 @@ class MemoryBackend(KeyValueStore):
     """The ``memory://`` plugin. Option ``clock``: a ``time.time``-like callable (for tests)."""
 
     process_local = True
+    option_names = frozenset({"clock"})
 
     capabilities = frozenset(
         {
@@ -111,6 +112,7 @@ class MemoryBackend(KeyValueStore):
             Capability.CLEANUP,
             Capability.REVOKE,
             Capability.ASYNC,
+            Capability.COUNTER,
         }
     )
 
@@ -127,14 +129,10 @@ class MemoryBackend(KeyValueStore):
             raise ValueError(
                 f"memory:// takes only a store name (memory://NAME), got {url.masked!r}"
             )
-        options = dict(config.options)
-        self.clock: Clock = options.pop("clock", time.time)
+        # The core refused any option but these (option_names).
+        self.clock: Clock = config.options.get("clock", time.time)
         if not callable(self.clock):
             raise TypeError(f"memory:// option 'clock' must be callable, got {self.clock!r}")
-        if options:
-            raise ValueError(
-                f"memory:// does not take option(s) {', '.join(sorted(options))} (only 'clock')"
-            )
         self.name = url.host or ""
         self._store = _store(self.name)
         self._channels: list[_Channel] = []
@@ -162,7 +160,9 @@ class MemoryBackend(KeyValueStore):
 
     def kv_delete(self, key: str) -> bool:
         with self._store.lock:
-            return self._store.data.pop(key, None) is not None
+            entry = self._store.data.pop(key, None)
+        # An expired entry was as good as gone already.
+        return entry is not None and (entry[1] is None or entry[1] > self.clock())
 
     def kv_lock(self, key: str) -> AbstractContextManager[object]:
         return self._store.lock

@@ -1,0 +1,72 @@
+"""What every conformance test stands on: the knobs, the backends, fresh ids."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar
+
+import pytest
+
+from .. import Backend, Capability
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` until it holds; fail the test with ``what`` at the deadline."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting until {what}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+class Plumbing:
+    """The knobs and fixtures of :class:`BackendTests` (documented there)."""
+
+    url: ClassVar[str] = ""
+    settings: ClassVar[Mapping[str, Any]] = {}
+    short_ttl: ClassVar[float] = 1.0
+    wake_bound: ClassVar[float] = 1.0
+    wait_timeout: ClassVar[float] = 10.0
+    expiry_grace: ClassVar[float] = 5.0
+    keeps_group_ids: ClassVar[bool] = True
+
+    def make_backend(self, **overrides: Any) -> Backend:
+        if not self.url:
+            raise NotImplementedError("set 'url' on the test class or override make_backend()")
+        return Backend(self.url, **{**self.settings, **overrides})
+
+    def let_time_pass(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    @pytest.fixture
+    def backend(self) -> Iterator[Backend]:
+        with self.make_backend() as backend:
+            yield backend
+
+    @pytest.fixture
+    def other(self) -> Iterator[Backend]:
+        """A second Backend on the same URL: the other process's view of the store."""
+        with self.make_backend() as backend:
+            yield backend
+
+    @pytest.fixture
+    def task_id(self) -> str:
+        return self.new_id()
+
+    @staticmethod
+    def new_id() -> str:
+        return f"conformance-{uuid.uuid4().hex}"
+
+    @staticmethod
+    def require(backend: Backend, capability: Capability) -> None:
+        if capability not in backend.capabilities:
+            pytest.skip(f"the plugin does not declare capability {capability.value!r}")
+
+    def wait_until_waiting(self, backend: Backend, task_ids: set[str]) -> None:
+        wait_until(
+            lambda: task_ids <= backend.waiting_ids(), 5.0, f"a waiter is blocked on {task_ids}"
+        )
