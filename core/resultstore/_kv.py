@@ -11,6 +11,7 @@ write.
 
 from __future__ import annotations
 
+import os
 import threading
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -32,6 +33,14 @@ _REVOKED = b"1"
 # Shared by every instance: two Backends on one engine in one process must
 # exclude each other too.
 _PROCESS_LOCKS = [threading.Lock() for _ in range(64)]
+
+
+def _new_locks_after_fork() -> None:
+    # A lock another thread held at fork time would never be released in the child.
+    _PROCESS_LOCKS[:] = [threading.Lock() for _ in _PROCESS_LOCKS]
+
+
+os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class KeyValueStore:

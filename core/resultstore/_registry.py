@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -58,6 +59,16 @@ class Resolved:
 
 
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    # Another thread of the parent may have held it at fork time: in the child nobody
+    # ever would release it.
+    global _lock
+    _lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 _explicit: dict[str, str | PluginFactory] = {}
 _cache: dict[str, tuple[PluginFactory, str]] = {}
 

@@ -9,6 +9,7 @@ a provider mutates later can change a stored result.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -51,6 +52,21 @@ _stores_lock = threading.Lock()
 def _store(name: str) -> _Store:
     with _stores_lock:
         return _stores.setdefault(name, _Store())
+
+
+def _reset_after_fork() -> None:
+    """A forked child keeps a copy of the stores, with locks of its own (one held by a
+    parent's thread at fork time would never be released) and none of the parent's
+    channels (they served the parent's waiters)."""
+    global _stores_lock
+    _stores_lock = threading.Lock()
+    for store in _stores.values():
+        store.lock = threading.RLock()
+        store.channels_lock = threading.Lock()
+        store.channels = set()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
 
 
 def drop_store(name: str) -> bool:
