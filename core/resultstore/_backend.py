@@ -8,9 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-import pluggy
-
-from . import _hookspecs, _registry
+from . import _registry
 from ._args import (
     DEFAULT,
     DEFAULT_EXPIRES,
@@ -24,9 +22,7 @@ from ._args import (
 from ._backend_groups import Groups
 from ._backend_waits import Waits
 from ._errors import (
-    BackendLoadError,
     PluginValidationError,
-    ResultStoreError,
     TaskRevokedError,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
@@ -35,11 +31,7 @@ from ._meta import TaskInfo, TaskMeta
 from ._plugins import (
     BackendConfig,
     Capability,
-    check_options,
-    declared_capabilities,
-    declared_process_local,
     plugin_name,
-    validate_plugin,
 )
 from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
@@ -126,19 +118,7 @@ class Backend(Waits, Groups):
             extended=extended,
             options=dict(options or {}),
         )
-        self._pm = pluggy.PluginManager(_hookspecs.PROJECT)
-        self._pm.add_hookspecs(_hookspecs)
-        self.plugin = self._start_plugin(resolved)
-        try:
-            self.capabilities = declared_capabilities(self.plugin)
-            self.process_local = declared_process_local(self.plugin)
-            self._register(self.plugin, storage=True)
-        except BaseException:
-            close = getattr(self.plugin, "close", None)  # not registered: close it directly
-            if callable(close):
-                close()
-            raise
-        self._hook = self._pm.hook
+        self._start_plugin(resolved)
         self._closed = False
         self._start_hub()
         try:
@@ -174,41 +154,6 @@ class Backend(Waits, Groups):
             settings["options"] = options
         return cls(**settings, **kwargs)
 
-    def _start_plugin(self, resolved: _registry.Resolved) -> object:
-        check_options(resolved.factory, self.config.options, self.url.masked)
-        try:
-            return resolved.factory(self.config)
-        except (ResultStoreError, ValueError, TypeError, PermissionError):
-            raise  # the plugin's own clear word on the URL, options or rights
-        except Exception as exc:
-            raise BackendLoadError(
-                f"the plugin for {self.url.masked!r} ({resolved.source}) failed to start: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
-
-    def _register(self, plugin: object, *, storage: bool) -> None:
-        validate_plugin(self._pm, plugin, storage=storage)
-        try:
-            self._pm.register(plugin)
-        except (pluggy.PluginValidationError, ValueError) as exc:  # ValueError: added twice
-            raise PluginValidationError(f"plugin {plugin_name(plugin)}: {exc}") from None
-        # The hot paths call the storage plugin's own method while nothing wraps it:
-        # pluggy's dispatch was ~3 us of a ~45 us Redis get.
-        hook = self._pm.hook
-        self._get = _direct(hook.get, ("task_id",))
-        self._store = _direct(hook.store_result, ("meta", "ttl", "overwrite"))
-        self._observed = bool(hook.result_stored.get_hookimpls())
-
-    def add_plugin(self, plugin: object) -> None:
-        """Add a wrapper (``@hookimpl(wrapper=True)``) or an observer (``result_stored``)."""
-        self._register(plugin, storage=False)
-
-    @property
-    def plugin_manager(self) -> pluggy.PluginManager:
-        """pluggy's manager, to look at: register plugins with :meth:`add_plugin`
-        (the hot paths learn of wrappers and observers from it)."""
-        return self._pm
-
     def __repr__(self) -> str:
         return f"<Backend {self.url.masked!r} plugin={plugin_name(self.plugin)}>"
 
@@ -225,7 +170,8 @@ class Backend(Waits, Groups):
         self._closed = True
         self._dropped.detach()
         self._hub.close()
-        self._hook.close()
+        if self._parts.hooks is not None:  # None: a forked child that never used it
+            self._parts.hooks.close()
 
     # --- provider side ---------------------------------------------------------
 
@@ -468,9 +414,11 @@ class Backend(Waits, Groups):
         """
         validate_task_id(task_id)
         ttl = self._ttl(expires)
+        # The state first: a running task that sees the revocation (by either record)
+        # then finds the client's REVOKED with its reason already stored.
+        written = self.mark_as_revoked(task_id, reason, expires=ttl)
         if Capability.REVOKE in self.capabilities:
             self._hook.revoke(task_id=task_id, ttl=ttl)
-        written = self.mark_as_revoked(task_id, reason, expires=ttl)
         return written or self.get_state(task_id) == REVOKED
 
     def is_revoked(self, task_id: str) -> bool:
@@ -479,15 +427,6 @@ class Backend(Waits, Groups):
         if Capability.REVOKE in self.capabilities and self._hook.is_revoked(task_id=task_id):
             return True
         return self.get_state(task_id) == REVOKED
-
-
-def _direct(caller: pluggy.HookCaller, argnames: tuple[str, ...]) -> Callable[..., Any]:
-    """The only implementation of a hook, when it is a plain one taking every argument;
-    else pluggy's caller (wrappers, observers, several plugins)."""
-    impls = caller.get_hookimpls()
-    if len(impls) != 1 or impls[0].wrapper or impls[0].hookwrapper:
-        return caller
-    return impls[0].function if tuple(impls[0].argnames) == argnames else caller
 
 
 def _or_pending(ids: list[str], found: Mapping[str, TaskMeta]) -> dict[str, TaskMeta]:

@@ -11,26 +11,21 @@ part has finished, once, however many parts finish together.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 from ._args import DEFAULT, Expires, _Default, validate_task_id
+from ._backend_plugin import PluginHost
 from ._errors import UnsupportedOperation
 from ._meta import GroupMeta
 from ._plugins import Capability, plugin_name
-from ._url import URL
 
 if TYPE_CHECKING:
     from ._backend import Backend
     from ._result import GroupResult
 
 
-class Groups:
-    """Mixed into :class:`Backend`, which sets these attributes up."""
-
-    url: URL
-    plugin: object
-    capabilities: frozenset[Capability]
-    _hook: Any  # pluggy's hook relay
+class Groups(PluginHost):
+    """Mixed into :class:`Backend`."""
 
     _ttl: Callable[[Expires | _Default], float | None]
 

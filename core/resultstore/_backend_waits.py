@@ -16,14 +16,15 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from ._args import DEFAULT_INTERVAL, unique_ids, validate_task_id
+from ._backend_plugin import Parts, PluginHost
+from ._hookspecs import NotifyChannel, OnChange
 from ._meta import TaskMeta
 from ._plugins import Capability
 from ._polling import PollingChannel
-from ._url import URL
 from ._wait import (
     AsyncReadyIterator,
     OnMessage,
@@ -34,33 +35,29 @@ from ._wait import (
     push_plan,
     run,
 )
-from ._waiting import WaitHub
+from ._waiting import WaitHub, closed_error
 from ._watch import Watch, WatchCallback
 
 
-class Waits:
-    """Mixed into :class:`Backend`, which sets these attributes up."""
+class Waits(PluginHost):
+    """Mixed into :class:`Backend`."""
 
-    url: URL
-    capabilities: frozenset[Capability]
-    process_local: bool
-    _hook: Any  # pluggy's hook relay
-    _get: Callable[..., Any]
     _hub: WaitHub
     _dropped: weakref.finalize[Any, Any]
 
     def _start_hub(self) -> None:
         """A hub for this process, and what closes it if the Backend is dropped unclosed."""
         if Capability.PUSH in self.capabilities:
-            hook = self._hook
-            self._hub = WaitHub(lambda on_change: hook.notify(on_change=on_change))
+            me = weakref.ref(self)
+            self._hub = WaitHub(lambda on_change: _notify(me, on_change))
         else:
             # Without push the core is the channel: one poller for every wait of this
             # backend in this process, reading all their ids in one round trip.
             read = weakref.WeakMethod(self._read)
             name = f"resultstore-poll {self.url.masked}"
             self._hub = WaitHub(lambda on_change: PollingChannel(read, on_change, name))
-        self._dropped = weakref.finalize(self, _close_dropped, self._hub, self._hook)
+        self._parts.hub = self._hub
+        self._dropped = weakref.finalize(self, _close_dropped, self._parts)
         self._dropped.atexit = False  # at exit the process takes its sockets along
         _live_backends.add(self)
 
@@ -172,14 +169,24 @@ class Waits:
         return self._hub.waiting_ids()
 
 
-def _close_dropped(hub: WaitHub, hook: Any) -> None:
+def _notify(backend: weakref.ref[Waits], on_change: OnChange) -> NotifyChannel:
+    """Open the plugin's push channel (the hub holds the Backend only weakly)."""
+    owner = backend()
+    if owner is None:
+        raise closed_error()
+    channel: NotifyChannel = owner._hook.notify(on_change=on_change)
+    return channel
+
+
+def _close_dropped(parts: Parts) -> None:
     """A Backend was collected without ``close()``: close its channel and plugin. In a
     thread of its own: a collection can run on any thread, the channel's own included,
     which could not join itself."""
 
     def close() -> None:
-        hub.close()
-        hook.close()
+        parts.hub.close()
+        if parts.hooks is not None:
+            parts.hooks.close()
 
     # RuntimeError: the interpreter is shutting down, and takes them along.
     with contextlib.suppress(RuntimeError):
@@ -196,6 +203,7 @@ _live_backends: weakref.WeakSet[Waits] = weakref.WeakSet()
 def _reset_after_fork() -> None:
     for backend in list(_live_backends):
         backend._dropped.detach()
+        backend._forked()
         backend._start_hub()
 
 

@@ -36,6 +36,7 @@ from .. import (
     resolve,
 )
 from .._registry import GROUP
+from ._fork import ForkTests
 from ._hosts import HostTests
 from ._plumbing import wait_until
 
@@ -92,7 +93,7 @@ def _fail_with(exc: BaseException) -> BaseException:
         return raised
 
 
-class BackendTests(HostTests):
+class BackendTests(HostTests, ForkTests):
     """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
 
     Knobs for engines that need them:
@@ -257,10 +258,10 @@ class BackendTests(HostTests):
         wait_until(lambda: not backend.exists(task_id), self.expiry_grace, f"{task_id} expired")
         assert backend.get_result(keep) == 2
 
-    def test_cleanup(self, task_id: str) -> None:
+    def test_cleanup(self, backend: Backend, task_id: str) -> None:
+        self.require(backend, Capability.CLEANUP)
         # result_expires, not a per-call TTL: engines without TTLs (SQL) expire by date_done.
         with self.make_backend(expires=self.short_ttl) as backend:
-            self.require(backend, Capability.CLEANUP)
             backend.mark_as_done(task_id, 1)
             self.let_time_pass(self.short_ttl * 1.5)
             keep = self.new_id()
