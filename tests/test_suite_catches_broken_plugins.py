@@ -127,6 +127,7 @@ def test_suite_fails_exactly_the_broken_capabilities(pytester: pytest.Pytester) 
         "TestLosesWakeups::test_no_wakeup_is_lost",
         "TestLosesWakeups::test_async_store_wakes_an_await",
         "TestLosesWakeups::test_a_watch_hears_every_store_of_its_ids",
+        "TestLosesWakeups::test_a_forked_child_uses_the_backend_and_leaves_the_parent_alone",
         "TestLiesAboutGroups::test_groups",
         "TestLiesAboutGroups::test_a_groups_raw_meta_round_trips",
     }
