@@ -3,7 +3,9 @@
 ``loopkv://host:port`` talks to a tiny line-protocol key-value server (run this
 module as a script to start one). The plugin has no fork code at all: in a
 forked child its loop thread is gone and its socket is the parent's, and it
-still works there because the core builds the child a fresh plugin.
+still works there because the core builds the child a fresh plugin. Its ready
+guard is the server's compare-and-set (``kv_replace``), so it holds across
+processes without a lock.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+import time
 from collections.abc import Sequence
 
 from resultstore import BackendConfig, KeyValueStore, hookimpl, time_left
@@ -19,7 +22,7 @@ CALL_TIMEOUT = 5.0
 
 
 class LoopKV(KeyValueStore):
-    capabilities = frozenset({"get_many"})
+    capabilities = frozenset({"ttl", "get_many", "counter"})
     option_names: frozenset[str] = frozenset()
 
     def __init__(self, config: BackendConfig) -> None:
@@ -41,7 +44,8 @@ class LoopKV(KeyValueStore):
             self._lock = asyncio.Lock()
         async with self._lock:
             if self._streams is None:
-                self._streams = await asyncio.open_connection(self.host, self.port)
+                # A reply holds a whole multi-get: more than the default 64 KiB line.
+                self._streams = await asyncio.open_connection(self.host, self.port, limit=2**26)
             reader, writer = self._streams
             writer.write(line.encode() + b"\n")
             await writer.drain()
@@ -54,10 +58,14 @@ class LoopKV(KeyValueStore):
         return [_value(v) for v in self._call("MGET", *(k.encode().hex() for k in keys))]
 
     def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
-        self._call("SET", key.encode().hex(), value.hex())
+        self._call("SET", key.encode().hex(), value.hex(), _ttl(ttl))
 
     def kv_delete(self, key: str) -> bool:
         return self._call("DEL", key.encode().hex()) == ["1"]
+
+    def kv_replace(self, key: str, expected: bytes | None, value: bytes, ttl: float | None) -> bool:
+        was = "-" if expected is None else expected.hex()
+        return self._call("CAS", key.encode().hex(), was, value.hex(), _ttl(ttl)) == ["1"]
 
     @hookimpl
     def close(self) -> None:
@@ -77,25 +85,46 @@ def _value(word: str) -> bytes | None:
     return None if word == "-" else bytes.fromhex(word)
 
 
+def _ttl(ttl: float | None) -> str:
+    return "-" if ttl is None else repr(ttl)
+
+
 async def _serve(port: int) -> None:
-    data: dict[str, str] = {}
+    data: dict[str, tuple[str, float | None]] = {}  # key -> (hex value, expiry time)
+
+    def current(key: str) -> str:
+        value, expires_at = data.get(key, ("-", None))
+        if expires_at is not None and expires_at <= time.monotonic():
+            del data[key]
+            return "-"
+        return value
+
+    def put(key: str, value: str, ttl: str) -> None:
+        data[key] = (value, None if ttl == "-" else time.monotonic() + float(ttl))
 
     async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         while line := await reader.readline():
             command, *args = line.decode().split()
             if command == "GET":
-                reply = data.get(args[0], "-")
+                reply = current(args[0])
             elif command == "MGET":
-                reply = " ".join(data.get(key, "-") for key in args)
+                reply = " ".join(current(key) for key in args)
             elif command == "SET":
-                data[args[0]] = args[1]
+                put(*args)
                 reply = "OK"
+            elif command == "CAS":  # one client's command at a time: atomic here
+                key, expected, new, ttl = args
+                reply = "0"
+                if current(key) == expected:
+                    put(key, new, ttl)
+                    reply = "1"
             else:  # DEL
-                reply = "1" if data.pop(args[0], None) is not None else "0"
+                reply = "1" if current(args[0]) != "-" else "0"
+                data.pop(args[0], None)
             writer.write(reply.encode() + b"\n")
             await writer.drain()
 
-    server = await asyncio.start_server(client, "127.0.0.1", port)
+    server = await asyncio.start_server(client, "127.0.0.1", port, limit=2**26)
     print("ready", flush=True)
     async with server:
         await server.serve_forever()

@@ -10,6 +10,7 @@ pytest_plugins = ["pytester"]
 
 BROKEN_PLUGINS = textwrap.dedent(
     '''
+    import dataclasses
     import time
     import uuid
 
@@ -18,6 +19,7 @@ BROKEN_PLUGINS = textwrap.dedent(
     import resultstore
     from resultstore import Capability, KeyValueStore, hookimpl
     from resultstore.testing import BackendTests
+    from resultstore_file import FileBackend
 
     ALL = {"ttl", "push", "get_many", "groups", "cleanup", "revoke"}
     STORES = {}
@@ -27,6 +29,7 @@ BROKEN_PLUGINS = textwrap.dedent(
         """Honest key-value plugin over a dict shared by every Backend of one URL."""
 
         capabilities = frozenset({"ttl", "get_many", "groups", "revoke"})
+        process_local = True  # a dict in this process
 
         def __init__(self, config):
             super().__init__(config)
@@ -76,8 +79,22 @@ BROKEN_PLUGINS = textwrap.dedent(
             return None
 
 
+    class WrongTaskId(DictStore):
+        """Answers with the right content under another task's id."""
+
+        def decode_meta(self, task_id, data):
+            return dataclasses.replace(super().decode_meta(task_id, data), task_id="someone-else")
+
+
+    class ProcessLockOnFiles(FileBackend):
+        """A shared engine (files) whose ready guard is a lock inside one process only."""
+
+        kv_lock = KeyValueStore.kv_lock
+
+
     for scheme, cls in [("honest", DictStore), ("ignorettl", IgnoresTTL),
-                        ("deaf", LosesWakeups), ("liar", LiesAboutGroups)]:
+                        ("deaf", LosesWakeups), ("liar", LiesAboutGroups),
+                        ("processlock", ProcessLockOnFiles), ("wrongid", WrongTaskId)]:
         resultstore.register_backend(scheme, cls)
 
 
@@ -109,6 +126,16 @@ BROKEN_PLUGINS = textwrap.dedent(
 
     class TestLiesAboutGroups(Suite):
         scheme = "liar"
+
+
+    class TestWrongTaskId(Suite):
+        scheme = "wrongid"
+
+
+    class TestProcessLockOnFiles(Suite):
+        @pytest.fixture(autouse=True)
+        def _fresh(self, tmp_path):
+            self.url = f"processlock://{tmp_path}"
     '''
 )
 
@@ -130,4 +157,23 @@ def test_suite_fails_exactly_the_broken_capabilities(pytester: pytest.Pytester) 
         "TestLosesWakeups::test_a_forked_child_uses_the_backend_and_leaves_the_parent_alone",
         "TestLiesAboutGroups::test_groups",
         "TestLiesAboutGroups::test_a_groups_raw_meta_round_trips",
+        "TestProcessLockOnFiles::test_ready_state_is_kept_when_another_process_races",
+        # Most of all, the test that says what is wrong: a read answers for another id.
+        "TestWrongTaskId::test_every_read_names_the_task_it_was_asked_for",
+        "TestWrongTaskId::test_a_watch_hears_every_store_of_its_ids",
+        "TestWrongTaskId::test_get_many_and_join",
+        "TestWrongTaskId::test_async_for_yields_in_completion_order",
+        "TestWrongTaskId::test_async_join_in_member_order",
+        "TestWrongTaskId::test_async_join_raises_the_first_failure",
+        "TestProcessLockOnFiles::test_a_counter_gives_each_process_its_own_value",
     }
+
+
+def test_failures_show_the_values_compared(pytester: pytest.Pytester) -> None:
+    """The suite's asserts are rewritten although it lives in an installed package."""
+    pytester.makepyfile(test_broken=BROKEN_PLUGINS)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "-k", "TestWrongTaskId and names_the_task"
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*assert 'someone-else' == 'conformance-*"])

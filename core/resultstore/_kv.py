@@ -2,11 +2,12 @@
 
 A plugin over a key-value engine subclasses :class:`KeyValueStore` and
 implements ``kv_get``, ``kv_set`` and ``kv_delete`` (``kv_mget``, ``kv_lock``
-and ``announce`` have defaults). Counters (capability ``counter``) come from the
-same primitives under ``kv_lock``. Keys and values are Celery's: the meta of
-task ``<id>`` is stored under ``celery-task-meta-<id>`` as the serializer's
-bytes of :meth:`TaskMeta.to_wire`, exactly what Celery's key-value backends
-write.
+and ``announce`` have defaults). The ready-state guard and counters need one
+atomic step across every writer: ``kv_lock`` around a read and a write, or, on
+an engine with compare-and-set, ``kv_replace`` (then no lock is taken). Keys
+and values are Celery's: the meta of task ``<id>`` is stored under
+``celery-task-meta-<id>`` as the serializer's bytes of :meth:`TaskMeta.to_wire`,
+exactly what Celery's key-value backends write.
 """
 
 from __future__ import annotations
@@ -44,20 +45,45 @@ os.register_at_fork(after_in_child=_new_locks_after_fork)
 
 
 class KeyValueStore:
-    """Storage hooks over ``kv_get / kv_mget / kv_set / kv_delete / kv_lock``.
+    """Storage hooks over ``kv_get / kv_mget / kv_set / kv_delete`` and either
+    ``kv_lock`` or ``kv_replace``.
 
-    ``kv_lock(key)`` must make "read the current state, then write" atomic
-    against every other writer of ``key``. The default is a lock inside this
-    process, which is enough for an engine only this process writes to; an
-    engine shared between processes must override it (a file lock, a server
-    side script) or override ``store_result`` itself.
+    The check of a stored ready state and the write that follows must be one atomic
+    step against every other writer, in every process. Two ways:
+
+    - ``kv_replace(key, expected, value, ttl)``, a compare-and-set: override it on an
+      engine that has one (revisions in NATS or etcd, conditional writes in Consul
+      or DynamoDB); stores and counters then retry it until it wins, without a lock.
+    - ``kv_lock(key)`` around the read and the write. The default is a lock inside
+      this process, which is enough only for an engine no other process writes to;
+      an engine shared between processes must override it (a file lock, a lock the
+      engine holds) or override ``store_result`` itself.
+
+    Public helpers for subclasses: ``task_key``, ``group_key``, ``revoked_key``,
+    ``counter_key``, ``encode_meta``, ``decode_meta``, ``decode_many``, and the
+    ``keyprefix`` they put in front of every key. The private names of this class
+    are its own: a subclass that defines one by accident is refused at definition.
     """
 
     keyprefix = ""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = [
+            name
+            for name in vars(KeyValueStore)
+            if name.startswith("_") and not name.startswith("__") and name in vars(cls)
+        ]
+        if own:
+            raise TypeError(
+                f"{cls.__module__}.{cls.__qualname__} defines {', '.join(own)}, which "
+                "KeyValueStore uses itself; give yours another name"
+            )
+
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
         self.codec = config.codec
+        self._by_replace = type(self).kv_replace is not KeyValueStore.kv_replace
 
     # --- primitives -----------------------------------------------------------
 
@@ -75,6 +101,12 @@ class KeyValueStore:
 
     def kv_lock(self, key: str) -> AbstractContextManager[object]:
         return _PROCESS_LOCKS[zlib.crc32(key.encode()) % len(_PROCESS_LOCKS)]
+
+    def kv_replace(self, key: str, expected: bytes | None, value: bytes, ttl: float | None) -> bool:
+        """Compare-and-set: store ``value`` (with ``ttl``) only if ``key`` holds exactly
+        ``expected`` now (``None``: nothing), in one atomic step of the engine; return
+        whether it was stored. Override it to use it instead of ``kv_lock``."""
+        raise NotImplementedError
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
         """Called after a task meta is written, with ``kv_lock`` held; push plugins publish here."""
@@ -113,12 +145,27 @@ class KeyValueStore:
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
         key = self.task_key(meta.task_id)
         data = self.encode_meta(meta)
+        if self._by_replace:
+            return self._store_by_replace(key, meta, data, ttl, overwrite)
         with self.kv_lock(key):
             if not overwrite and self._is_ready(meta.task_id, self.kv_get(key)):
                 return False
             self.kv_set(key, data, ttl)
             self.announce(meta, data)
         return True
+
+    def _store_by_replace(
+        self, key: str, meta: TaskMeta, data: bytes, ttl: float | None, overwrite: bool
+    ) -> bool:
+        while True:
+            current = self.kv_get(key)
+            if current == data:
+                return True  # our own write, whose reply was lost and retried
+            if not overwrite and self._is_ready(meta.task_id, current):
+                return False
+            if self.kv_replace(key, current, data, ttl):
+                self.announce(meta, data)
+                return True
 
     def _is_ready(self, task_id: str, current: bytes | None) -> bool:
         if current is None:
@@ -182,9 +229,16 @@ class KeyValueStore:
 
     @hookimpl
     def incr(self, name: str, amount: int, ttl: float | None) -> int:
-        """Capability ``counter``: read, add and write under ``kv_lock``, so exactly as
-        atomic as the plugin's stores (declare the capability only if those are)."""
+        """Capability ``counter``: read, add and write under ``kv_lock`` (or by
+        ``kv_replace``), so exactly as atomic as the plugin's stores (declare the
+        capability only if those are)."""
         key = self.counter_key(name)
+        if self._by_replace:
+            while True:
+                current = self.kv_get(key)
+                value = (int(current) if current is not None else 0) + amount
+                if self.kv_replace(key, current, str(value).encode(), ttl):
+                    return value
         with self.kv_lock(key):
             current = self.kv_get(key)
             value = (int(current) if current is not None else 0) + amount

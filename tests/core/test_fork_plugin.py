@@ -45,8 +45,6 @@ def loopkv_url() -> Iterator[str]:
 
 
 class TestLoopThreadPlugin(BackendTests):
-    settings: ClassVar[dict[str, Any]] = {"expires": None}  # the server keeps no TTLs
-
     @pytest.fixture(autouse=True)
     def _url(self, loopkv_url: str) -> None:
         self.url = loopkv_url  # type: ignore[misc]

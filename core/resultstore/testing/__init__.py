@@ -13,8 +13,20 @@ then checks that the capability really works. Needs pytest.
 
 from __future__ import annotations
 
-from ._clock import FakeClock
-from ._plumbing import wait_until
-from ._suite import BackendTests
+import pytest
+
+# pytest rewrites the asserts of test files only; a failing conformance test must show
+# its values too. Registered before the suite's modules are imported.
+pytest.register_assert_rewrite(
+    "resultstore.testing._fork",
+    "resultstore.testing._hosts",
+    "resultstore.testing._plumbing",
+    "resultstore.testing._processes",
+    "resultstore.testing._suite",
+)
+
+from ._clock import FakeClock  # noqa: E402
+from ._plumbing import wait_until  # noqa: E402
+from ._suite import BackendTests  # noqa: E402
 
 __all__ = ["BackendTests", "FakeClock", "wait_until"]

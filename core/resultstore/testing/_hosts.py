@@ -7,18 +7,17 @@ of its own, none lost.
 
 from __future__ import annotations
 
-import multiprocessing
 import queue
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
 from .. import STARTED, SUCCESS, Backend, Capability, GroupMeta, TaskMeta
 from ._plumbing import Plumbing, wait_until
+from ._processes import race_with_a_child
 
 # Increments each of two processes makes at once (and each of several threads).
 COUNTS = 200
@@ -67,6 +66,7 @@ class HostTests(Plumbing):
             except queue.Empty:
                 break
             assert got == task_id, f"news of {got!r}, which is not watched"
+            assert meta is None or meta.task_id == task_id
             if (meta or backend.get_task_meta(task_id)).status == state:
                 return
         pytest.fail(f"no news of {task_id!r} in {state} within {self.wake_bound} s of its store")
@@ -164,42 +164,29 @@ class HostTests(Plumbing):
     def test_a_counter_gives_each_process_its_own_value(
         self, backend: Backend, counter: str
     ) -> None:
-        if backend.process_local:
-            pytest.skip("the plugin keeps results inside one process")
-        context = multiprocessing.get_context("spawn")
-        start = context.Event()
-        results: Any = context.Queue()
-        processes = [
-            context.Process(
-                target=_count_in_process, args=(backend.arguments, counter, start, results)
-            )
-            for _ in range(2)
-        ]
-        for process in processes:
-            process.start()
-        try:
-            start.set()  # both increment at once (each opened its backend first)
-            runs = [results.get(timeout=120) for _ in processes]
-        finally:
-            for process in processes:
-                process.join(30)
-                if process.is_alive():
-                    process.kill()
-        errors = [run for run in runs if isinstance(run, str)]
-        assert errors == []
-        values = sorted(v for run in runs for v in run)
-        assert values == list(range(1, 2 * COUNTS + 1))  # none twice, none lost
+        self.require_shared(backend)
 
+        def count(_stopped: object) -> list[int]:
+            return [backend.incr(counter) for _ in range(COUNTS)]
 
-def _count_in_process(arguments: Mapping[str, Any], name: str, start: Any, results: Any) -> None:
-    """In a spawned process: open the same backend, then increment as soon as told."""
-    try:
-        with Backend(**arguments) as backend:
-            backend.incr(name, 0)  # connected before the start, so both race for real
-            start.wait(60)
-            results.put([backend.incr(name) for _ in range(COUNTS)])
-    except BaseException as exc:
-        results.put(f"{type(exc).__name__}: {exc}")
+        theirs, mine = race_with_a_child(count, lambda: count(None), self.wait_timeout * 6)
+        assert sorted(theirs + mine) == list(range(1, 2 * COUNTS + 1))  # none twice, none lost
+
+    def test_groups_saved_by_another_process_are_read_here(self, backend: Backend) -> None:
+        self.require(backend, Capability.GROUPS)
+        self.require_shared(backend)
+        ours, theirs = [self.new_id() for _ in range(20)], [self.new_id() for _ in range(20)]
+
+        def save(ids: list[str]) -> list[str]:
+            for group_id in ids:
+                backend.save_group_meta(GroupMeta(group_id, ((group_id, None), [])))
+            return ids
+
+        race_with_a_child(lambda _stopped: save(theirs), lambda: save(ours), self.wait_timeout)
+        for group_id in ours + theirs:
+            meta = backend.get_group_meta(group_id)
+            assert meta is not None, f"group {group_id!r} was lost"
+            assert _lists(meta.result) == [[group_id, None], []]
 
 
 def _lists(value: object) -> object:

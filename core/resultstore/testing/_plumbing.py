@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -65,6 +66,13 @@ class Plumbing:
     def require(backend: Backend, capability: Capability) -> None:
         if capability not in backend.capabilities:
             pytest.skip(f"the plugin does not declare capability {capability.value!r}")
+
+    @staticmethod
+    def require_shared(backend: Backend) -> None:
+        if backend.process_local:
+            pytest.skip("the plugin keeps results inside one process")
+        if not hasattr(os, "fork"):
+            pytest.skip("the cross-process tests fork, and this platform cannot")
 
     def wait_until_waiting(self, backend: Backend, task_ids: set[str]) -> None:
         wait_until(

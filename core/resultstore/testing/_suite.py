@@ -39,6 +39,10 @@ from .._registry import GROUP
 from ._fork import ForkTests
 from ._hosts import HostTests
 from ._plumbing import wait_until
+from ._processes import race_with_a_child
+
+# Ids one process finishes while another keeps writing a late STARTED to them.
+RACED_IDS = 300
 
 
 class ConformanceError(Exception):
@@ -193,6 +197,40 @@ class BackendTests(HostTests, ForkTests):
         meta = backend.get_task_meta(task_id)
         assert (meta.group_id, meta.parent_id) == ("g-1", "p-1")
 
+    # --- every read answers for the id it was asked for ---------------------------------
+
+    def test_every_read_names_the_task_it_was_asked_for(
+        self, backend: Backend, other: Backend
+    ) -> None:
+        done, started, missing = self.new_id(), self.new_id(), self.new_id()
+        backend.mark_as_done(done, "done")
+        backend.mark_as_started(started)
+        assert other.get_task_meta(done).task_id == done
+        assert other.get_task_meta(started).task_id == started
+        many = other.get_many([done, started, missing])
+        assert {t: (m.task_id, m.status) for t, m in many.items()} == {
+            done: (done, SUCCESS),
+            started: (started, STARTED),
+            missing: (missing, PENDING),
+        }
+        assert other.wait_for(done, timeout=self.wait_timeout).task_id == done
+
+        async def main() -> None:
+            assert (await other.aget_task_meta(done)).task_id == done
+            found = await other.aget_many([done, started])
+            assert {t: m.task_id for t, m in found.items()} == {done: done, started: started}
+
+        run_async(main())
+
+    def test_get_many_returns_every_stored_id(self, backend: Backend, other: Backend) -> None:
+        ids = [self.new_id() for _ in range(50)]
+        for n, task_id in enumerate(ids):
+            backend.mark_as_done(task_id, n)
+        found = other.get_many([*ids, self.new_id()])
+        assert [(found[t].status, found[t].result) for t in ids] == [
+            (SUCCESS, n) for n in range(len(ids))
+        ]
+
     # --- unknown, pending, forgotten -------------------------------------------------
 
     def test_unknown_pending_forgotten(self, backend: Backend, task_id: str) -> None:
@@ -230,6 +268,28 @@ class BackendTests(HostTests, ForkTests):
                 pool.submit(backend.mark_as_done, task_id, task_id)
         metas = backend.get_many(ids)
         assert {t: (m.status, m.result) for t, m in metas.items()} == {t: (SUCCESS, t) for t in ids}
+
+    def test_ready_state_is_kept_when_another_process_races(self, backend: Backend) -> None:
+        # A lock inside one process passes the thread race above and loses results here:
+        # the check and the write must be one atomic step in the engine.
+        self.require_shared(backend)
+        ids = [self.new_id() for _ in range(RACED_IDS)]
+
+        def late_worker(stopped: Callable[[], bool]) -> None:
+            # Keeps writing STARTED to the id the finisher is about to finish, until its
+            # SUCCESS is kept: each finishing store lands amid late writes of its id.
+            for task_id in ids:
+                while not stopped() and backend.mark_as_started(task_id):
+                    pass
+
+        def finisher() -> None:
+            for task_id in ids:
+                backend.mark_as_done(task_id, task_id)
+
+        race_with_a_child(late_worker, finisher, self.wait_timeout * 6)
+        metas = backend.get_many(ids)
+        lost = [t for t, m in metas.items() if (m.status, m.result) != (SUCCESS, t)]
+        assert lost == [], f"{len(lost)} of {len(ids)} results lost to a late STARTED"
 
     # --- serialization ---------------------------------------------------------------
 
