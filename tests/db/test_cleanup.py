@@ -20,7 +20,8 @@ import pytest
 import sqlalchemy as sa
 
 from resultstore import Backend, GroupResult
-from resultstore_db import CLEANUP_BATCH, _engine
+from resultstore_db import _engine
+from resultstore_db._extras import CLEANUP_BATCH
 
 KINDS = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
 EXPIRED = 100_000

@@ -492,7 +492,7 @@ def test_the_fast_path_reads_rows_as_sqlalchemy_would(sqlite_url: str) -> None:
     """Types SQLAlchemy's result processing would convert: SQLite's date text, and
     bytea as memoryview (psycopg2)."""
     with Backend(sqlite_url) as backend:
-        fast = backend.plugin._fast_select  # type: ignore[attr-defined]
+        fast = backend.plugin.statements.select  # type: ignore[attr-defined]
         raw = [None] * len(fast.columns)
         raw[fast.columns.index("date_done")] = "2026-11-25 12:00:01.000002"
         raw[fast.columns.index("result")] = memoryview(b'{"a": 1}')
