@@ -3,9 +3,11 @@
 Celery's tables and columns (``celery_taskmeta``, ``celery_tasksetmeta``; the
 ``result`` column holds the serializer's bytes), one pooled engine per URL and
 process, one statement per store that keeps a ready state (see _statements),
-and push waits through LISTEN on PostgreSQL. Expiry is
-``cleanup()``: it deletes rows whose ``date_done`` is older than
-``result_expires``, in bounded batches.
+and push waits through LISTEN on PostgreSQL. Every wait on the server is
+bounded (see _engine): by the deadline of the call, else by
+``database_connect_timeout`` / ``database_read_timeout``, within the retry
+policy. Expiry is ``cleanup()``: it deletes rows whose ``date_done`` is older
+than ``result_expires``, in bounded batches.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from resultstore import (
     hookimpl,
 )
 
-from . import _engine
+from . import _engine, _options
 from ._errors import MissingTablesError, denied, first_line, missing_table
 from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
@@ -43,15 +45,6 @@ if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when L
 
 __all__ = ["DatabaseBackend", "MissingTablesError", "create_tables"]
 
-
-_OPTIONS = {
-    "database_engine_options",
-    "database_table_names",
-    "database_table_schemas",
-    "database_create_tables_at_setup",
-    "database_retry_policy",
-    "database_short_lived_sessions",  # Celery's; engines here are pooled either way
-}
 # What a store, read or delete runs: its description, its function, and whether that
 # is a single statement (see DatabaseBackend._run). A single statement's function
 # takes a runner of fast statements (_fast.DirectRunner, ConnectionRunner), any
@@ -84,20 +77,12 @@ class DatabaseBackend(ExtraHooks):
                 f"{config.url.masked!r}: give a SQLAlchemy URL after the prefix, "
                 "e.g. db+sqlite:///results.db or db+postgresql://user@host/db"
             )
-        options = dict(config.options)
-        unknown = set(options) - _OPTIONS
-        if unknown:
-            raise ValueError(
-                f"resultstore-db does not take option(s) {sorted(unknown)}; "
-                f"known: {sorted(_OPTIONS)}"
-            )
-        self.engine_options = _mapping(options, "database_engine_options")
-        self.retry = _engine.RetryPolicy.from_option(options.get("database_retry_policy"))
-        create = options.get("database_create_tables_at_setup", True)
-        if not isinstance(create, bool):
-            raise TypeError(
-                f"database_create_tables_at_setup must be True or False, got {create!r}"
-            )
+        settings = _options.parse(config.options)
+        self.engine_options = settings.engine_options
+        self.retry = settings.retry
+        self.connect_timeout = settings.connect_timeout
+        self.read_timeout = settings.read_timeout
+        self.bounds = _engine.Bounds(settings.connect_timeout, settings.read_timeout)
         try:
             self.url = _engine.normalize(config.inner_url.raw)
         except sa.exc.ArgumentError as exc:
@@ -105,9 +90,7 @@ class DatabaseBackend(ExtraHooks):
         self.where = config.url.masked
         self.dialect = self.url.get_backend_name()
         self._engines_of: tuple[int, tuple[Engine, Engine]] = (0, ())  # type: ignore[assignment]
-        self.tables: Tables = make_tables(
-            _mapping(options, "database_table_names"), _mapping(options, "database_table_schemas")
-        )
+        self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if self.dialect == "postgresql":
             caps.add(Capability.PUSH)
@@ -117,7 +100,7 @@ class DatabaseBackend(ExtraHooks):
         self._async = PerLoop(self._open_async, _dispose)
         self._channels: list[ListenChannel] = []
         self.statements = Statements(self.tables, self.engine.dialect)
-        if create:
+        if settings.create_tables:
             self.create_tables()
 
     # --- plumbing ---------------------------------------------------------------------
@@ -135,11 +118,11 @@ class DatabaseBackend(ExtraHooks):
         # Looked up once per process: the lookup's key rendered the URL on every call.
         pid = os.getpid()
         if self._engines_of[0] != pid:
-            engine = _engine.engine_for(self.url, self.engine_options)
+            engine = _engine.engine_for(self.url, self.engine_options, self.bounds)
             fast = engine
             if self.dialect == "postgresql":
                 options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
-                fast = _engine.engine_for(self.url, options)
+                fast = _engine.engine_for(self.url, options, self.bounds)
             self._engines_of = (pid, (engine, fast))
         return self._engines_of[1]
 
@@ -149,6 +132,7 @@ class DatabaseBackend(ExtraHooks):
         engine = create_async_engine(
             self.url.set(drivername="postgresql+psycopg"), **self.engine_options
         )
+        _engine.bound_waits(engine.sync_engine, self.bounds)
         if not self.engine_options.get("pool_pre_ping"):
             _engine.ping_when_idle(engine.sync_engine)
         return _AsyncEngines(engine, engine.execution_options(isolation_level="AUTOCOMMIT"))
@@ -169,7 +153,13 @@ class DatabaseBackend(ExtraHooks):
                 self._raise_if_missing_tables(exc)
                 raise
 
-        return await self.retry.arun(what, self.where, attempt)
+        return await self.retry.arun(
+            attempt,
+            transient=_engine.transient,
+            what=what,
+            where=self.where,
+            describe=_engine.describe,
+        )
 
     def _run(self, what: str, fn: Any, one_statement: bool = False) -> Any:
         """Run ``fn(connection)`` in one transaction, retrying transient errors.
@@ -180,22 +170,27 @@ class DatabaseBackend(ExtraHooks):
         """
 
         def attempt() -> Any:
-            if one_statement:
-                return fn(DirectRunner(self.fast_engine))
-            with self.engine.begin() as conn:
-                return fn(conn)
+            try:
+                if one_statement:
+                    return fn(DirectRunner(self.fast_engine))
+                with self.engine.begin() as conn:
+                    return fn(conn)
+            except sa.exc.DBAPIError as exc:
+                # A missing table is no transient error (SQLite reports it as an
+                # OperationalError): say which tables and how to create them.
+                self._raise_if_missing_tables(exc)
+                raise
 
-        return self.retry.run(what, self.where, lambda: self._tables_checked(attempt))
+        return self._retried(what, attempt)
 
-    def _tables_checked(self, attempt: Callable[[], Any]) -> Any:
-        # A missing table is no transient error (SQLite reports it as an
-        # OperationalError, which was retried and then blamed on the connection);
-        # say which tables and how to create them.
-        try:
-            return attempt()
-        except sa.exc.DBAPIError as exc:
-            self._raise_if_missing_tables(exc)
-            raise
+    def _retried(self, what: str, attempt: Callable[[], Any]) -> Any:
+        return self.retry.run(
+            attempt,
+            transient=_engine.transient,
+            what=what,
+            where=self.where,
+            describe=_engine.describe,
+        )
 
     def _raise_if_missing_tables(self, exc: sa.exc.DBAPIError) -> None:
         if missing_table(exc):
@@ -225,7 +220,7 @@ class DatabaseBackend(ExtraHooks):
                     "database_create_tables_at_setup=False"
                 ) from exc
 
-        self.retry.run("creating tables", self.where, create)
+        self._retried("creating tables", create)
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -330,14 +325,14 @@ class DatabaseBackend(ExtraHooks):
         from ._listen import ListenChannel  # not at import: SQLite/MariaDB need no psycopg
 
         conninfo = self.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        channel = self.retry.run(
+        channel: ListenChannel = self._retried(
             "opening the LISTEN channel",
-            self.where,
             lambda: ListenChannel(
                 conninfo,
                 self.tables.task.name,
                 on_change,
                 name=f"resultstore-db-listener {self.where}",
+                connect_timeout=self.connect_timeout,
             ),
         )
         self._channels.append(channel)
@@ -367,10 +362,3 @@ def create_tables(url: str, **options: Any) -> None:
 
     with Backend(url, options={**options, "database_create_tables_at_setup": True}):
         pass
-
-
-def _mapping(options: Mapping[str, Any], name: str) -> dict[str, Any]:
-    value = options.get(name) or {}
-    if not isinstance(value, Mapping):
-        raise TypeError(f"{name} must be a dict, got {value!r}")
-    return dict(value)
