@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -35,7 +36,7 @@ from ._errors import MissingTablesError, denied, first_line, missing_table
 from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
 from ._rows import meta_of, row_values
-from ._schema import Tables, make_tables
+from ._schema import Tables, collation_fixes, make_tables
 from ._statements import IN_CHUNK, Statements
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
@@ -43,13 +44,17 @@ if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when L
 
     from ._listen import ListenChannel
 
-__all__ = ["DatabaseBackend", "MissingTablesError", "create_tables"]
+__all__ = ["CollationWarning", "DatabaseBackend", "MissingTablesError", "create_tables"]
 
 # What a store, read or delete runs: its description, its function, and whether that
 # is a single statement (see DatabaseBackend._run). A single statement's function
 # takes a runner of fast statements (_fast.DirectRunner, ConnectionRunner), any
 # other function a SQLAlchemy connection inside a transaction.
 _Op = tuple[str, Callable[[Any], Any], bool]
+
+
+class CollationWarning(UserWarning):
+    """Existing tables compare task ids without regard to case or accents (MySQL/MariaDB)."""
 
 
 @dataclass(frozen=True)
@@ -203,13 +208,18 @@ class DatabaseBackend(ExtraHooks):
             ) from exc
 
     def create_tables(self) -> None:
-        """Create the tables (and sequences) that are missing; a clear error without the right."""
+        """Create the tables (and sequences) that are missing; a clear error without the
+        right, and a :class:`CollationWarning` for id columns that ignore case (MySQL)."""
 
-        def create() -> None:
+        def create() -> list[str]:
             # Inside the retried call: MySQL/MariaDB report a denied CREATE as an
             # OperationalError, which the retry policy takes for a lost connection.
             try:
-                self.tables.metadata.create_all(self.engine)
+                with self.engine.begin() as conn:
+                    self.tables.metadata.create_all(conn)
+                    if self.dialect in ("mysql", "mariadb"):
+                        return collation_fixes(conn, self.tables)
+                    return []
             except sa.exc.DBAPIError as exc:
                 if not denied(exc):
                     raise
@@ -220,7 +230,17 @@ class DatabaseBackend(ExtraHooks):
                     "database_create_tables_at_setup=False"
                 ) from exc
 
-        self._retried("creating tables", create)
+        fixes = self._retried("creating tables", create)
+        if fixes:
+            warnings.warn(
+                CollationWarning(
+                    f"the task id columns on {self.where} ignore case and accents (the "
+                    "database's default collation), so ids such as 'Job-1' and 'job-1' are "
+                    "taken for one task; make them compare byte for byte with:\n"
+                    + "".join(f"{fix};\n" for fix in fixes)
+                ),
+                stacklevel=2,
+            )
 
     # --- hooks ---------------------------------------------------------------------------------
 
@@ -356,7 +376,8 @@ async def _dispose(engines: _AsyncEngines) -> None:
 def create_tables(url: str, **options: Any) -> None:
     """Create resultstore's (Celery's) tables ahead of time, e.g. as a privileged user.
 
-    Raises :class:`PermissionError` (naming the masked URL) when the user lacks the right.
+    Raises :class:`PermissionError` (naming the masked URL) when the user lacks the right;
+    warns (:class:`CollationWarning`) of existing MySQL/MariaDB tables whose ids ignore case.
     """
     from resultstore import Backend
 
