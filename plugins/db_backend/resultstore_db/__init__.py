@@ -2,18 +2,19 @@
 
 Celery's tables and columns (``celery_taskmeta``, ``celery_tasksetmeta``; the
 ``result`` column holds the serializer's bytes), one pooled engine per URL and
-process, one statement per store that keeps a ready state (see _statements),
-and push waits through LISTEN on PostgreSQL. Every wait on the server is
-bounded (see _engine): by the deadline of the call, else by
-``database_connect_timeout`` / ``database_read_timeout``, within the retry
-policy. Expiry is ``cleanup()``: it deletes rows whose ``date_done`` is older
-than ``result_expires``, in bounded batches.
+process (closed with the last backend that uses it), one statement per store
+that keeps a ready state (see _statements), and push waits through LISTEN on
+PostgreSQL. Every wait on the server is bounded (see _engine): by the deadline
+of the call, else by ``database_connect_timeout`` / ``database_read_timeout``,
+within the retry policy. Expiry is ``cleanup()``: it deletes rows whose
+``date_done`` is older than ``result_expires``, in bounded batches.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import os
+import threading
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,8 @@ class DatabaseBackend(ExtraHooks):
             raise ValueError(f"{config.url.masked!r} is not a SQLAlchemy URL: {exc}") from None
         self.where = config.url.masked
         self.dialect = self.url.get_backend_name()
-        self._engines_of: tuple[int, tuple[Engine, Engine]] = (0, ())  # type: ignore[assignment]
+        self._engines_lock = threading.Lock()
+        self._engines_of: tuple[int, tuple[Engine, ...]] = (0, ())
         self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if self.dialect == "postgresql":
@@ -104,9 +106,13 @@ class DatabaseBackend(ExtraHooks):
         self.capabilities = frozenset(caps)
         self._async = PerLoop(self._open_async, _dispose)
         self._channels: list[ListenChannel] = []
-        self.statements = Statements(self.tables, self.engine.dialect)
-        if settings.create_tables:
-            self.create_tables()
+        try:
+            self.statements = Statements(self.tables, self.engine.dialect)
+            if settings.create_tables:
+                self.create_tables()
+        except BaseException:
+            self.close()  # the core closes only a plugin that started
+            raise
 
     # --- plumbing ---------------------------------------------------------------------
 
@@ -117,19 +123,21 @@ class DatabaseBackend(ExtraHooks):
     @property
     def fast_engine(self) -> Engine:
         """Where the fast statements run: on PostgreSQL a pool of autocommit connections."""
-        return self._engines()[1]
+        return self._engines()[-1]
 
-    def _engines(self) -> tuple[Engine, Engine]:
+    def _engines(self) -> tuple[Engine, ...]:
         # Looked up once per process: the lookup's key rendered the URL on every call.
-        pid = os.getpid()
-        if self._engines_of[0] != pid:
-            engine = _engine.engine_for(self.url, self.engine_options, self.bounds)
-            fast = engine
-            if self.dialect == "postgresql":
-                options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
-                fast = _engine.engine_for(self.url, options, self.bounds)
-            self._engines_of = (pid, (engine, fast))
-        return self._engines_of[1]
+        pid, engines = self._engines_of
+        if pid == os.getpid():
+            return engines
+        with self._engines_lock:  # each acquired engine is released once, by close()
+            if self._engines_of[0] != os.getpid():
+                engines = (_engine.acquire(self.url, self.engine_options, self.bounds),)
+                if self.dialect == "postgresql":
+                    options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
+                    engines += (_engine.acquire(self.url, options, self.bounds),)
+                self._engines_of = (os.getpid(), engines)
+            return self._engines_of[1]
 
     def _open_async(self) -> _AsyncEngines:
         from sqlalchemy.ext.asyncio import create_async_engine
@@ -364,6 +372,11 @@ class DatabaseBackend(ExtraHooks):
             channel.close()
         self._channels.clear()
         self._async.close()
+        with self._engines_lock:
+            (pid, engines), self._engines_of = self._engines_of, (0, ())
+        if pid == os.getpid():  # a forked child's copy holds none of the parent's engines
+            for engine in dict.fromkeys(engines):
+                _engine.release(engine)
 
     def subscribed_ids(self) -> frozenset[str]:
         return frozenset().union(*(c.subscribed_ids() for c in self._channels))

@@ -1,4 +1,4 @@
-"""Engines: one pooled engine per URL, options and process.
+"""Engines: one pooled engine per URL, options and process, disposed with its last user.
 
 Every connection an engine opens bounds its waits on the server (see _psycopg,
 _pymysql): the connect by ``database_connect_timeout``, each exchange by
@@ -25,6 +25,7 @@ from sqlalchemy.pool import StaticPool
 PING_IDLE_AFTER = 10.0  # seconds in the pool after which a connection is pinged before use
 
 _engines: dict[tuple[int, str, str], Engine] = {}
+_users: dict[Engine, int] = {}  # how many backends hold each engine of _engines
 _lock = threading.Lock()
 
 # A plain dialect name picks the driver the plugin's extras install ([postgresql]:
@@ -55,8 +56,9 @@ def normalize(url: str) -> sa.URL:
     return parsed
 
 
-def engine_for(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
-    """The process's engine for ``url``; a forked child gets its own, never the parent's pool."""
+def acquire(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
+    """The process's engine for ``url``, counted as used until :func:`release`; a forked
+    child gets its own, never the parent's pool."""
     key = (
         os.getpid(),
         url.render_as_string(hide_password=False),
@@ -66,7 +68,21 @@ def engine_for(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engin
         engine = _engines.get(key)
         if engine is None:
             engine = _engines[key] = _create(url, options, bounds)
+        _users[engine] = _users.get(engine, 0) + 1
         return engine
+
+
+def release(engine: Engine) -> None:
+    """One user fewer: the last one closes the engine's pooled connections."""
+    with _lock:
+        users = _users.pop(engine, 1) - 1
+        if users:
+            _users[engine] = users
+            return
+        for key, cached in list(_engines.items()):
+            if cached is engine:
+                del _engines[key]
+    engine.dispose()
 
 
 @atexit.register
