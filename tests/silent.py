@@ -40,6 +40,8 @@ class SilentServer:
                 self._conns.append(conn)
 
     def close(self) -> None:
+        # close() alone does not wake a thread blocked in accept(); shutdown() does.
+        self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         with self._lock:
             conns, self._conns = self._conns, []

@@ -930,12 +930,13 @@ def test_unreachable_backend_exits_4_with_the_password_masked(cmd: list[str]) ->
 def test_unopenable_database_exits_4(tmp_path: Path) -> None:
     url = f"db+sqlite:///{tmp_path / 'missing' / 'r.sqlite'}"
     run = cli_run("--backend", url, "show", "x")
-    assert run == Run(
-        4,
-        "",
-        f"resultstore: error: BackendUnavailable: creating tables failed on {url} after 3 "
-        "retries: OperationalError: unable to open database file\n",
-    )
+    assert (run.rc, run.out) == (4, "")
+    assert re.fullmatch(
+        re.escape(f"resultstore: error: BackendUnavailable: creating tables failed on {url} ")
+        + r"after 4 attempts in \d+\.\d\d s, no retries left \(max_retries=3\): "
+        + "OperationalError: unable to open database file\n",
+        run.err,
+    ), run.err
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""Database fixtures: SQLite files, and the machine's PostgreSQL and MariaDB (started if down).
+"""Database fixtures: SQLite files, the machine's PostgreSQL and MariaDB (started if down), and
+servers of a test module's own (servers.py) for the faults the machine's must not suffer.
 
 Each test gets a database of its own (created and dropped here), so tests never
 see each other's rows.
@@ -15,6 +16,8 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
+from .servers import MariaDBServer, PostgresServer, mariadb_server, postgres_server
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 MYSQL_ADMIN = "mysql+pymysql://root@127.0.0.1:3306/test"
@@ -89,3 +92,17 @@ def mysql_url(mysql_admin: str) -> Iterator[str]:
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"db+sqlite:///{tmp_path / 'results.db'}"
+
+
+@pytest.fixture(scope="module")
+def pg_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster of the test module's own (initdb once per module)."""
+    with postgres_server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A MariaDB server of the test module's own (started once per module)."""
+    with mariadb_server() as server:
+        yield server

@@ -3,8 +3,10 @@
 A Celery app (``result_backend="db+<url>"``, ``result_extended=True``) and a
 resultstore ``Backend`` share one database. Celery creates its tables first
 (``database_create_tables_at_setup``, its default) and resultstore adds only
-its own ``resultstore_revoked``. Celery writes and resultstore reads, and the
-reverse; the ``result`` column holds the same serializer bytes either way.
+its own ``resultstore_revoked`` (on MySQL/MariaDB it warns that Celery's id
+columns ignore case, and the test applies the fix it names). Celery writes and
+resultstore reads, and the reverse; the ``result`` column holds the same
+serializer bytes either way, and ids that differ only in case are two tasks.
 Legacy rows whose result column holds a raw pickle (what Celery once wrote
 whatever the serializer) are refused unless the user accepts pickle.
 """
@@ -12,6 +14,7 @@ whatever the serializer) are refused unless the user accepts pickle.
 from __future__ import annotations
 
 import pickle
+import re
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -24,6 +27,7 @@ from celery.app.task import Context
 from celery.backends.database import models as celery_models
 
 import resultstore
+import resultstore_db
 from resultstore import AsyncResult, Backend, DecodeError, GroupResult, TaskInfo
 from resultstore_db import _engine
 
@@ -52,7 +56,18 @@ class Shared:
         self.backends: list[Backend] = []
         # Celery creates the tables; resultstore then finds them and adds only its own.
         self.app = self.celery()
-        self.ours = self.backend(extended=True)
+        if self.dialect != "mysql":
+            self.ours = self.backend(extended=True)
+            return
+        # On MySQL/MariaDB Celery's id columns ignore case: resultstore says how to fix
+        # them, and Celery goes on with the fixed tables.
+        with pytest.warns(resultstore_db.CollationWarning) as warned:
+            self.ours = self.backend(extended=True)
+        fixes = re.findall(r"^ALTER TABLE .*(?=;$)", str(warned[0].message), re.MULTILINE)
+        assert len(fixes) == 2, warned[0].message
+        with self.raw.begin() as conn:
+            for fix in fixes:
+                conn.execute(sa.text(fix))
 
     def celery(self) -> celery.Celery:
         # Celery's URL names the driver: its SQLAlchemy defaults (psycopg2, mysqlclient)
@@ -342,3 +357,15 @@ def test_legacy_pickled_row_needs_an_explicit_opt_in(shared: Shared) -> None:
     # New writes of the opted-in backend are still JSON: pickle is accepted, not produced.
     opted_in.mark_as_done("new", [1])
     assert bytes(shared.row("new").result) == b"[1]"
+
+
+def test_ids_that_differ_only_in_case_are_two_tasks_to_both(shared: Shared) -> None:
+    shared.app.backend.store_result("Job-1", "celery's", "SUCCESS")
+    assert shared.ours.mark_as_done("job-1", "ours")
+    assert shared.ours.mark_as_done("JOB-1", "ours too")
+    assert shared.ours.get_result("Job-1") == "celery's"
+    assert shared.app.AsyncResult("job-1").result == "ours"
+    assert shared.app.AsyncResult("JOB-1").result == "ours too"
+    shared.app.backend.forget("JOB-1")
+    assert shared.ours.get_result("job-1") == "ours"
+    assert shared.ours.get_state("JOB-1") == "PENDING"

@@ -2,7 +2,7 @@
 
 The expired rows go in directly through SQLAlchemy Core (one executemany), the
 fresh ones through the backend. Every statement on the plugin's engine
-(``resultstore_db._engine.engine_for``) is watched with cursor events: each
+(``backend.plugin.engine``) is watched with cursor events: each
 DELETE removes at most ``CLEANUP_BATCH`` rows, and each runs in a transaction
 of its own (a COMMIT between any two DELETEs), so no transaction grows with the
 number of expired rows.
@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from resultstore import Backend, GroupResult
-from resultstore_db import CLEANUP_BATCH, _engine
+from resultstore_db._extras import CLEANUP_BATCH
 
 KINDS = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
 EXPIRED = 100_000
@@ -77,9 +77,8 @@ def backend(url: str) -> Iterator[Backend]:
 
 
 @pytest.fixture
-def watch(backend: Backend, url: str) -> Iterator[Watch]:
-    engine = _engine.engine_for(_engine.normalize(url.removeprefix("db+")), {})
-    assert engine is backend.plugin.engine  # the engine the plugin runs its statements on
+def watch(backend: Backend) -> Iterator[Watch]:
+    engine = backend.plugin.engine  # the engine the plugin runs its statements on
     watch = Watch()
     listeners = [
         ("before_cursor_execute", watch.before),

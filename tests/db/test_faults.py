@@ -2,30 +2,21 @@
 killed server-side, and SQLite is kept busy by another writer.
 
 Results arrive, or errors are clear (``BackendUnavailable`` naming the masked URL), within
-the timeout. The PostgreSQL instance is this module's own (``initdb`` into a temp dir,
-``pg_ctl -m immediate stop`` as the crash); MariaDB is the machine's server with a database
+the timeout. The PostgreSQL instance is this module's own (servers.py: ``initdb`` into a temp
+dir, ``pg_ctl -m immediate stop`` as the crash); MariaDB is the machine's server with a database
 per test. Every step is polled with a deadline; nothing sleeps to let another thread "get
 there".
 """
 
 from __future__ import annotations
 
-import glob
-import os
-import shutil
-import socket
+import re
 import sqlite3
-import stat
-import subprocess
-import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Generator, Iterator
-from pathlib import Path
 from typing import Any
 
-import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -33,6 +24,7 @@ import resultstore
 from resultstore import AsyncResult, Backend, BackendUnavailable, hookimpl
 
 from ..threads import DEADLINE, Worker, wait_until
+from .servers import PostgresServer
 
 WAIT_TIMEOUT = 20.0  # the waiters' own timeout in the restart tests
 # Spans a crash restart: sleeps 0.05 + 0.1 + 0.2 + 0.4 + 6 * 0.5 = 3.75 s in all.
@@ -74,102 +66,7 @@ def assert_clear(exc: BaseException, masked_url: str) -> None:
         assert PASSWORD not in repr(link), f"{type(link).__name__} leaks the password: {link!r}"
 
 
-# --- a PostgreSQL instance the tests own -------------------------------------------------------
-
-
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: len(p))
-    return Path(found[-1]).parent if found else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-class PostgresServer:
-    """One PostgreSQL cluster: ``stop()`` is a crash (``-m immediate``), ``start()`` brings it
-    back on the same port (running crash recovery)."""
-
-    def __init__(self, bindir: Path, directory: Path) -> None:
-        self.bindir = bindir
-        self.directory = directory
-        self.data = directory / "data"
-        self.log = directory / "postgres.log"
-        self.port = free_port()
-        # The server refuses to run as root: run its tools as the postgres OS user then.
-        self.as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-
-    def _run(self, tool: str, *args: str) -> None:
-        command = [*self.as_user, str(self.bindir / tool), *args]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
-        if done.returncode != 0:
-            log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
-            raise RuntimeError(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}\n{log}")
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres",
-                  "-E", "UTF8", "--no-sync", "--no-instructions")  # fmt: skip
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -k {self.directory} -c listen_addresses=127.0.0.1 "
-            "-c fsync=off -c max_connections=100"  # fsync: only an OS crash would lose data
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-o", options,
-                  "-w", "-t", "30", "start")  # fmt: skip
-
-    def stop(self) -> None:
-        """Crash-like: the postmaster and its backends quit at once, no checkpoint."""
-        self._run("pg_ctl", "-D", str(self.data), "-m", "immediate", "-w", "-t", "30", "stop")
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def connect(self, dbname: str = "postgres") -> psycopg.Connection[Any]:
-        return psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, autocommit=True
-        )
-
-    def create_database(self) -> str:
-        name = f"rs_{uuid.uuid4().hex[:12]}"
-        with self.connect() as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
-        return name
-
-    def listening(self, dbname: str) -> bool:
-        """Whether some session of ``dbname`` is LISTENing (the plugin's channel)."""
-        with self.connect() as conn:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity "
-                "WHERE datname = %s AND query ILIKE 'LISTEN%%'",
-                (dbname,),
-            ).fetchone()
-        return bool(row and row[0])
-
-
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[PostgresServer]:
-    bindir = _pg_bin()
-    if bindir is None or (os.geteuid() == 0 and shutil.which("runuser") is None):
-        pytest.skip("needs PostgreSQL's initdb/pg_ctl (/usr/lib/postgresql/*/bin)")
-    # Not under pytest's tmp_path: its root is mode 0700 for root, and a concurrent
-    # pytest session resets that mode, which would lock the postgres user out mid-run.
-    directory = Path(tempfile.mkdtemp(prefix="resultstore-pg-"))
-    try:
-        if os.geteuid() == 0:
-            shutil.chown(directory, "postgres", "postgres")
-            directory.chmod(stat.S_IRWXU)
-        server = PostgresServer(bindir, directory)
-        server.init()
-        server.start()
-        yield server
-        if server.running():
-            server.stop()
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+# --- a PostgreSQL instance the tests own (see servers.py) -------------------------------------
 
 
 class PG:
@@ -309,7 +206,9 @@ def test_server_down_for_good(pg: PG) -> None:
             backend.mark_as_done("down", 1)
         assert time.monotonic() - started <= bound
         assert_clear(raised.value, pg.masked)
-        assert f"after {FAST['max_retries']} retries" in str(raised.value)
+        attempts = FAST["max_retries"] + 1
+        assert f"after {attempts} attempts in " in str(raised.value)
+        assert f"no retries left (max_retries={FAST['max_retries']})" in str(raised.value)
 
         # A wait that starts with the server down fails the same clear way, in bounded time.
         started = time.monotonic()
@@ -645,19 +544,26 @@ def test_store_whose_reply_is_lost_reports_true(sqlite_url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("policy", "error", "message"),
+    ("policy", "message"),
     [
-        ({"max_retries": True}, ValueError, "max_retries must be an int >= 0"),
-        ({"interval_start": "1"}, TypeError, "intervals must be seconds"),
+        ({"max_retries": True}, "max_retries must be an int >= 0, got True"),
+        ({"interval_start": "1"}, "interval_start must be a number of seconds >= 0, got '1'"),
+        ({"timeout": -1}, "timeout must be a number of seconds >= 0, got -1"),
         (
             {"interval_start": 2, "interval_max": 1},
-            ValueError,
-            "needs 0 <= interval_start <= interval_max",
+            "needs interval_start <= interval_max, got 2 and 1",
         ),
+        ({"retries": 1}, "must be a dict with keys among "),
     ],
 )
-def test_retry_policy_is_validated(
-    sqlite_url: str, policy: dict[str, Any], error: type[Exception], message: str
-) -> None:
-    with pytest.raises(error, match=f"^database_retry_policy {message}, got "):
+def test_retry_policy_is_validated(sqlite_url: str, policy: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=f"^database_retry_policy {re.escape(message)}"):
         Backend(sqlite_url, options={"database_retry_policy": policy})
+
+
+def test_retry_policy_takes_celerys_keys_and_a_time_cap(sqlite_url: str) -> None:
+    policy = {"max_retries": 5, "interval_start": 0, "interval_step": 0.2, "timeout": 3}
+    with Backend(sqlite_url, options={"database_retry_policy": policy}) as backend:
+        assert backend.plugin.retry == resultstore.RetryPolicy(  # type: ignore[attr-defined]
+            max_retries=5, interval_start=0, interval_step=0.2, timeout=3
+        )

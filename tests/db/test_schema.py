@@ -11,6 +11,9 @@ The intended differences, and only these, are allowed:
 - ``date_done`` is ``DATETIME(6)`` on MySQL/MariaDB (Celery: ``DATETIME``, whole
   seconds), so that expiry and ordering see sub-second times. Both read and
   write the same Python datetimes.
+- ``task_id`` and ``taskset_id`` compare byte for byte on MySQL/MariaDB
+  (``utf8mb4_bin``; Celery: the database's default collation, which ignores case
+  and accents). Both read and write the same strings.
 - the extra table ``resultstore_revoked`` (revocations; Celery keeps them in
   worker memory and never looks at it).
 
@@ -87,7 +90,12 @@ LENGTHS = {
     "queue": 155,
 }
 # (dialect, column) -> (ours, Celery's): the documented differences.
-INTENDED = {("mysql", "date_done"): ("DATETIME(6)", "DATETIME")}
+BINARY_ID = "VARCHAR(155) CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+INTENDED = {
+    ("mysql", "date_done"): ("DATETIME(6)", "DATETIME"),
+    ("mysql", "task_id"): (BINARY_ID, "VARCHAR(155)"),
+    ("mysql", "taskset_id"): (BINARY_ID, "VARCHAR(155)"),
+}
 OUR_EXTRA_TABLES = {"resultstore_revoked"}
 
 
@@ -257,6 +265,8 @@ def test_tables_match_celerys_models(
     assert revoked["pk"] == ["task_id"]
     assert isinstance(revoked["type_objects"]["expires_at"], sa.DateTime)
     assert [i[1] for i in revoked["indexes"]] == [("expires_at",)]
+    if dialect == "mysql":
+        assert revoked["types"]["task_id"] == BINARY_ID
 
 
 def test_metadata_matches_celerys_models_column_for_column() -> None:
@@ -492,7 +502,7 @@ def test_the_fast_path_reads_rows_as_sqlalchemy_would(sqlite_url: str) -> None:
     """Types SQLAlchemy's result processing would convert: SQLite's date text, and
     bytea as memoryview (psycopg2)."""
     with Backend(sqlite_url) as backend:
-        fast = backend.plugin._fast_select  # type: ignore[attr-defined]
+        fast = backend.plugin.statements.select  # type: ignore[attr-defined]
         raw = [None] * len(fast.columns)
         raw[fast.columns.index("date_done")] = "2026-11-25 12:00:01.000002"
         raw[fast.columns.index("result")] = memoryview(b'{"a": 1}')

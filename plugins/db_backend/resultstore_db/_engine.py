@@ -1,58 +1,88 @@
-"""Engines: one pooled engine per URL, options and process; bounded retries of transient errors."""
+"""Engines: one pooled engine per URL, options and process, disposed with its last user.
+
+Every connection an engine opens bounds its waits on the server (see _psycopg,
+_pymysql): the connect by ``database_connect_timeout``, each exchange by
+``database_read_timeout``, both by the deadline of the call in progress.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import importlib.util
+import math
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import StaticPool
 
-from resultstore import BackendUnavailable
-
-T = TypeVar("T")
-
 PING_IDLE_AFTER = 10.0  # seconds in the pool after which a connection is pinged before use
 
 _engines: dict[tuple[int, str, str], Engine] = {}
+_users: dict[Engine, int] = {}  # how many backends hold each engine of _engines
 _lock = threading.Lock()
 
-# A plain dialect name picks the driver this project installs when SQLAlchemy's
-# default driver is not there (psycopg2, mysqlclient are C extensions).
+# A plain dialect name picks the driver the plugin's extras install ([postgresql]:
+# psycopg 3, [mysql]: PyMySQL): their waits on the server can be bounded per call
+# (see the module doc). The C drivers, when only they are there, get their own
+# timeouts per connection, in whole seconds, and reads that cannot follow a wait's
+# deadline.
 _DRIVERS = {
-    "postgresql": (("psycopg2", None), ("psycopg", "postgresql+psycopg")),
-    "mysql": (("MySQLdb", None), ("pymysql", "mysql+pymysql")),
-    "mariadb": (("MySQLdb", None), ("pymysql", "mariadb+pymysql")),
+    "postgresql": (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")),
+    "mysql": (("pymysql", "mysql+pymysql"), ("MySQLdb", "mysql+mysqldb")),
+    "mariadb": (("pymysql", "mariadb+pymysql"), ("MySQLdb", "mariadb+mysqldb")),
 }
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The longest a connection waits on the server: to connect, and per exchange after."""
+
+    connect: float
+    read: float
 
 
 def normalize(url: str) -> sa.URL:
     parsed = make_url(url)
     for module, replacement in _DRIVERS.get(parsed.drivername, ()):
         if importlib.util.find_spec(module) is not None:
-            if replacement is not None:
-                parsed = parsed.set(drivername=replacement)
-            break
+            return parsed.set(drivername=replacement)
     return parsed
 
 
-def engine_for(url: sa.URL, options: Mapping[str, Any]) -> Engine:
-    """The process's engine for ``url``; a forked child gets its own, never the parent's pool."""
-    key = (os.getpid(), url.render_as_string(hide_password=False), repr(sorted(options.items())))
+def acquire(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
+    """The process's engine for ``url``, counted as used until :func:`release`; a forked
+    child gets its own, never the parent's pool."""
+    key = (
+        os.getpid(),
+        url.render_as_string(hide_password=False),
+        repr((sorted(options.items()), bounds)),
+    )
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = _create(url, options)
+            engine = _engines[key] = _create(url, options, bounds)
+        _users[engine] = _users.get(engine, 0) + 1
         return engine
+
+
+def release(engine: Engine) -> None:
+    """One user fewer: the last one closes the engine's pooled connections."""
+    with _lock:
+        users = _users.pop(engine, 1) - 1
+        if users:
+            _users[engine] = users
+            return
+        for key, cached in list(_engines.items()):
+            if cached is engine:
+                del _engines[key]
+    engine.dispose()
 
 
 @atexit.register
@@ -65,7 +95,7 @@ def _dispose_all() -> None:
         engine.dispose()
 
 
-def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
+def _create(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
     kwargs: dict[str, Any] = dict(options)
     if url.get_backend_name() == "sqlite":
         # Busy wait, seconds: each retry of the policy waits this long again, so
@@ -81,9 +111,61 @@ def _create(url: sa.URL, options: Mapping[str, Any]) -> Engine:
     engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
-    elif not kwargs.get("pool_pre_ping"):
+        return engine
+    bound_waits(engine, bounds)
+    if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine)
     return engine
+
+
+def bound_waits(engine: Engine, bounds: Bounds) -> None:
+    """Have ``engine`` (a sync one, or an async one's ``sync_engine``) open connections
+    whose waits on the server are bounded."""
+    driver = engine.dialect.driver
+    if driver in ("psycopg", "psycopg_async"):
+        from ._psycopg import connection_classes
+
+        sync, asynchronous = connection_classes(bounds.connect, bounds.read)
+
+        def connect_psycopg(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            if dialect.is_async:
+                cparams["async_creator_fn"] = asynchronous.connect
+                return None  # SQLAlchemy's own connect, through that function
+            return sync.connect(*cargs, **cparams)
+
+        event.listen(engine, "do_connect", connect_psycopg)
+    elif driver == "pymysql":
+        from ._pymysql import BoundedPyMySQL
+
+        def connect_pymysql(_dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            # Timeouts given to the driver in connect_args replace the settings.
+            connect = cparams.pop("connect_timeout", bounds.connect)
+            read = cparams.pop("read_timeout", bounds.read)
+            cparams.pop("write_timeout", None)
+            return BoundedPyMySQL(*cargs, connect_bound=connect, read_bound=read, **cparams)
+
+        event.listen(engine, "do_connect", connect_pymysql)
+    elif driver == "psycopg2":
+        # libpq's connect_timeout: whole seconds, at least 2; reads stay unbounded.
+        seconds = max(2, math.ceil(bounds.connect))
+        event.listen(engine, "do_connect", _default_args(connect_timeout=seconds))
+    elif driver == "mysqldb":
+        read = math.ceil(bounds.read)
+        event.listen(
+            engine,
+            "do_connect",
+            _default_args(
+                connect_timeout=math.ceil(bounds.connect), read_timeout=read, write_timeout=read
+            ),
+        )
+
+
+def _default_args(**defaults: int) -> Any:
+    def connect(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+        for name, value in defaults.items():
+            cparams.setdefault(name, value)
+
+    return connect
 
 
 def ping_when_idle(engine: Engine) -> None:
@@ -121,74 +203,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Transient errors (lost connection, server gone, deadlock, SQLite busy) are retried."""
-
-    max_retries: int = 3
-    interval_start: float = 0.05
-    interval_max: float = 1.0
-
-    @classmethod
-    def from_option(cls, raw: object) -> RetryPolicy:
-        if raw is None:
-            return cls()
-        keys = {"max_retries", "interval_start", "interval_max"}
-        if not isinstance(raw, Mapping) or set(raw) - keys:
-            raise ValueError(
-                f"database_retry_policy must be a dict with keys among {sorted(keys)}, got {raw!r}"
-            )
-        policy = cls(**raw)
-        retries = policy.max_retries
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise ValueError(f"database_retry_policy max_retries must be an int >= 0, got {raw!r}")
-        for value in (policy.interval_start, policy.interval_max):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise TypeError(f"database_retry_policy intervals must be seconds, got {raw!r}")
-        if not 0 <= policy.interval_start <= policy.interval_max:
-            raise ValueError(
-                f"database_retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}"
-            )
-        return policy
-
-    def run(self, what: str, where: str, fn: Callable[[], T]) -> T:
-        for delay in self._delays():
-            try:
-                return fn()
-            except sa.exc.DBAPIError as exc:
-                time.sleep(self._backoff(exc, what, where, delay))
-        raise AssertionError("unreachable")
-
-    async def arun(self, what: str, where: str, fn: Callable[[], Awaitable[T]]) -> T:
-        """:meth:`run` for coroutines: the waits between attempts do not block the loop."""
-        for delay in self._delays():
-            try:
-                return await fn()
-            except sa.exc.DBAPIError as exc:
-                await asyncio.sleep(self._backoff(exc, what, where, delay))
-        raise AssertionError("unreachable")
-
-    def _delays(self) -> Iterator[float | None]:
-        """The wait after each failed attempt; ``None`` after the last."""
-        delay = self.interval_start
-        for _ in range(self.max_retries):
-            yield delay
-            delay = min(delay * 2, self.interval_max)
-        yield None
-
-    def _backoff(self, exc: sa.exc.DBAPIError, what: str, where: str, delay: float | None) -> float:
-        """How long to wait before retrying ``exc``; raises it when it is not to be retried."""
-        if not _transient(exc):
-            raise exc
-        if delay is None:
-            raise BackendUnavailable(
-                f"{what} failed on {where} after {self.max_retries} retries: "
-                f"{type(exc.orig).__name__}: {str(exc.orig).strip()}"
-            ) from exc
-        return delay
-
-
-def _transient(exc: sa.exc.DBAPIError) -> bool:
-    return exc.connection_invalidated or isinstance(
-        exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+def transient(exc: Exception) -> bool:
+    """What the retry policy retries: a lost connection, a server gone, a deadlock, a busy
+    SQLite (OperationalError), a connection closed under the driver (InterfaceError)."""
+    return isinstance(exc, sa.exc.DBAPIError) and (
+        exc.connection_invalidated
+        or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
     )
+
+
+def describe(exc: Exception) -> str:
+    """The driver's error, without SQLAlchemy's echo of the statement."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    return f"{type(cause).__name__}: {str(cause).strip()}"

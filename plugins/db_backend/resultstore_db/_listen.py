@@ -4,7 +4,10 @@ Every store of a row runs ``pg_notify(<table>, task_id)`` in its own
 transaction, so the notification is sent exactly when the row is committed.
 The listener filters the ids someone waits on. LISTEN is active before the
 channel is handed to the core, and after a reconnect every waited id is
-re-checked, so no store is missed in between.
+re-checked, so no store is missed in between. Its connection waits on the server
+no longer than ``database_connect_timeout`` (or the opening wait's deadline): it
+runs nothing but LISTEN and a periodic ``SELECT 1``, and a health check that
+hung for a read timeout would hold back the reconnect.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sqlalchemy as sa
 
 from resultstore import OnChange
 
+from ._psycopg import connection_classes
+
 log = logging.getLogger("resultstore.db")
 
 _POLL = 0.5  # how often the listener looks at its stop flag while idle
@@ -29,8 +34,16 @@ _PING_EVERY = 25.0  # seconds of quiet after which the listener checks its conne
 
 
 class ListenChannel:
-    def __init__(self, conninfo: str, channel: str, on_change: OnChange, name: str) -> None:
+    def __init__(
+        self,
+        conninfo: str,
+        channel: str,
+        on_change: OnChange,
+        name: str,
+        connect_timeout: float,
+    ) -> None:
         self._conninfo = conninfo
+        self._connection_class = connection_classes(connect_timeout, connect_timeout)[0]
         self._channel = channel
         self._on_change = on_change
         self._ids: set[str] = set()
@@ -63,7 +76,7 @@ class ListenChannel:
         self._thread.join(timeout=5)
 
     def _listen(self) -> Any:
-        conn = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=5)
+        conn = self._connection_class.connect(self._conninfo, autocommit=True)
         try:
             conn.execute(f'LISTEN "{self._channel}"')
         except BaseException:

@@ -7,11 +7,22 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Connection
 
 # Celery: Integer, BigInteger on MSSQL.
 _ID = sa.Integer().with_variant(sa.BigInteger, "mssql")
 # DATETIME keeps whole seconds on MySQL/MariaDB unless asked; expiry needs better.
 _DATE = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Ids compare byte for byte, as on PostgreSQL and SQLite. MySQL's and MariaDB's
+# default collations (utf8mb4_general_ci, utf8mb4_0900_ai_ci) take "Job-1" for
+# "job-1" and "é" for "e": a second task's store was refused as a duplicate, its
+# read returned the other's result, and a forget deleted both. utf8mb4_bin exists
+# on both servers; it ignores trailing spaces, which ids cannot have (the core
+# refuses them).
+ID_COLLATION = "utf8mb4_bin"
+_ID_STRING = sa.String(155).with_variant(
+    mysql.VARCHAR(155, charset="utf8mb4", collation=ID_COLLATION), "mysql", "mariadb"
+)
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
             primary_key=True,
             autoincrement=True,
         ),
-        sa.Column("task_id", sa.String(155), unique=True),
+        sa.Column("task_id", _ID_STRING, unique=True),
         sa.Column("status", sa.String(50)),
         sa.Column("result", sa.LargeBinary, nullable=True),
         sa.Column("date_done", _DATE, nullable=True, index=True),
@@ -67,7 +78,7 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
             primary_key=True,
             autoincrement=True,
         ),
-        sa.Column("taskset_id", sa.String(155), unique=True),
+        sa.Column("taskset_id", _ID_STRING, unique=True),
         sa.Column("result", sa.LargeBinary, nullable=True),
         sa.Column("date_done", _DATE, nullable=True, index=True),
         schema=group_schema,
@@ -77,8 +88,32 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
     revoked = sa.Table(
         "resultstore_revoked",
         metadata,
-        sa.Column("task_id", sa.String(155), primary_key=True),
+        sa.Column("task_id", _ID_STRING, primary_key=True),
         sa.Column("expires_at", _DATE, nullable=True, index=True),
         schema=task_schema,
     )
     return Tables(metadata, task, group, revoked)
+
+
+def collation_fixes(conn: Connection, tables: Tables) -> list[str]:
+    """On MySQL/MariaDB: the ``ALTER TABLE`` statements that make existing id columns
+    compare byte for byte (tables created by Celery, or by an older version of this
+    plugin, have the database's default collation)."""
+    dialect = conn.dialect
+    fixes = []
+    for column in (tables.task.c.task_id, tables.group.c.taskset_id, tables.revoked.c.task_id):
+        table = column.table
+        assert isinstance(table, sa.Table)
+        collation = conn.execute(
+            sa.text(
+                "SELECT COLLATION_NAME FROM information_schema.COLUMNS "
+                "WHERE TABLE_SCHEMA = COALESCE(:schema, DATABASE()) "
+                "AND TABLE_NAME = :table AND COLUMN_NAME = :column"
+            ),
+            {"schema": table.schema, "table": table.name, "column": column.name},
+        ).scalar()
+        if collation is None or collation.endswith("_bin"):
+            continue
+        spec = sa.schema.CreateColumn(column).compile(dialect=dialect)
+        fixes.append(f"ALTER TABLE {dialect.identifier_preparer.format_table(table)} MODIFY {spec}")
+    return fixes
