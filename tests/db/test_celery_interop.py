@@ -135,7 +135,12 @@ def shared(request: pytest.FixtureRequest) -> Iterator[Shared]:
 
 def test_celery_success_failure_started_custom_read_exactly(shared: Shared) -> None:
     tables = set(sa.inspect(shared.raw).get_table_names())  # Celery's, plus our one
-    assert tables == {"celery_taskmeta", "celery_tasksetmeta", "resultstore_revoked"}
+    assert tables == {
+        "celery_taskmeta",
+        "celery_tasksetmeta",
+        "resultstore_revoked",
+        "resultstore_counters",
+    }
     cb, ours = shared.app.backend, shared.ours
     value = {"rows": [[1, "a"], [2, "b"]], "text": "é", "n": None}
     before = now()

@@ -14,8 +14,8 @@ The intended differences, and only these, are allowed:
 - ``task_id`` and ``taskset_id`` compare byte for byte on MySQL/MariaDB
   (``utf8mb4_bin``; Celery: the database's default collation, which ignores case
   and accents). Both read and write the same strings.
-- the extra table ``resultstore_revoked`` (revocations; Celery keeps them in
-  worker memory and never looks at it).
+- the extra tables ``resultstore_revoked`` (revocations; Celery keeps them in
+  worker memory) and ``resultstore_counters`` (chords); Celery never looks at them.
 
 Then Celery's options (``database_table_names``, ``database_table_schemas``),
 ``database_create_tables_at_setup=False`` with ``resultstore_db.create_tables``,
@@ -96,7 +96,7 @@ INTENDED = {
     ("mysql", "task_id"): (BINARY_ID, "VARCHAR(155)"),
     ("mysql", "taskset_id"): (BINARY_ID, "VARCHAR(155)"),
 }
-OUR_EXTRA_TABLES = {"resultstore_revoked"}
+OUR_EXTRA_TABLES = {"resultstore_revoked", "resultstore_counters"}
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
@@ -267,6 +267,15 @@ def test_tables_match_celerys_models(
     assert [i[1] for i in revoked["indexes"]] == [("expires_at",)]
     if dialect == "mysql":
         assert revoked["types"]["task_id"] == BINARY_ID
+
+    # And counters (capability "counter"): a value by name, expiring the same way.
+    counters = ours["resultstore_counters"]
+    assert counters["columns"] == ["name", "value", "expires_at"]
+    assert counters["pk"] == ["name"]
+    assert isinstance(counters["type_objects"]["value"], sa.BigInteger)
+    assert [i[1] for i in counters["indexes"]] == [("expires_at",)]
+    if dialect == "mysql":
+        assert counters["types"]["name"] == BINARY_ID
 
 
 def test_metadata_matches_celerys_models_column_for_column() -> None:

@@ -332,7 +332,7 @@ def test_timeout_settings_are_validated(sqlite_url: str, name: str, value: objec
 
 
 def test_unknown_options_are_still_rejected(sqlite_url: str) -> None:
-    with pytest.raises(ValueError) as caught:
+    with pytest.raises(ValueError, match="does not take option 'database_timeout'") as caught:
         Backend(sqlite_url, options={"database_timeout": 5})
     message = str(caught.value)
     assert message.startswith(

@@ -33,6 +33,7 @@ from resultstore import (
 )
 
 from . import _engine, _options
+from ._counters import CounterHooks, supports_counters
 from ._errors import MissingTablesError, denied, first_line, missing_table
 from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
@@ -74,7 +75,7 @@ def _has_async_twin(dialect: str) -> bool:
     )
 
 
-class DatabaseBackend(ExtraHooks):
+class DatabaseBackend(ExtraHooks, CounterHooks):
     # The core refuses any other option, naming a close spelling; hosts forward these.
     option_names = frozenset(_options.KNOWN)
 
@@ -105,6 +106,8 @@ class DatabaseBackend(ExtraHooks):
         self._engines_of: tuple[int, tuple[Engine, ...]] = (0, ())
         self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
+        if supports_counters(self.dialect):
+            caps.add(Capability.COUNTER)
         if self.dialect == "postgresql":
             caps.add(Capability.PUSH)
         if _has_async_twin(self.dialect):

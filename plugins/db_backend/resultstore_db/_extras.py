@@ -99,10 +99,9 @@ class ExtraHooks:
                 removed += self._delete_batches(
                     table, table.c.id, table.c.date_done < cutoff, progress
                 )
-        revoked = self.tables.revoked
-        self._delete_batches(
-            revoked, revoked.c.task_id, revoked.c.expires_at < naive_utc(started), _ignore
-        )
+        for kept in (self.tables.revoked, self.tables.counters):
+            key = kept.c.task_id if kept is self.tables.revoked else kept.c.name
+            self._delete_batches(kept, key, kept.c.expires_at < naive_utc(started), _ignore)
         return removed
 
     def _delete_batches(
@@ -131,4 +130,4 @@ class ExtraHooks:
 
 
 def _ignore(count: int) -> None:
-    """Expired revocation records are not results: cleanup() does not count them."""
+    """Expired revocations and counters are not results: cleanup() does not count them."""

@@ -31,6 +31,7 @@ class Tables:
     task: sa.Table
     group: sa.Table
     revoked: sa.Table
+    counters: sa.Table
 
 
 def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
@@ -92,7 +93,16 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
         sa.Column("expires_at", _DATE, nullable=True, index=True),
         schema=task_schema,
     )
-    return Tables(metadata, task, group, revoked)
+    # Not Celery's either: counters (capability "counter", for chords). Celery ignores it.
+    counters = sa.Table(
+        "resultstore_counters",
+        metadata,
+        sa.Column("name", _ID_STRING, primary_key=True),
+        sa.Column("value", sa.BigInteger, nullable=False),
+        sa.Column("expires_at", _DATE, nullable=True, index=True),
+        schema=task_schema,
+    )
+    return Tables(metadata, task, group, revoked, counters)
 
 
 def collation_fixes(conn: Connection, tables: Tables) -> list[str]:
