@@ -59,6 +59,9 @@ class _AsyncRedis:
 
 
 class RedisBackend(KeyValueStore):
+    # Celery's redis_* settings and result_backend_transport_options: hosts (the Celery
+    # bridge) forward exactly these, and the core refuses a misspelt one.
+    option_names = _options.KNOWN
     capabilities = frozenset(
         {
             Capability.TTL,

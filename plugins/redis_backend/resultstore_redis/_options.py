@@ -43,6 +43,8 @@ _OTHER_OPTIONS = {
     "redis_backend_use_ssl",
     "result_backend_transport_options",
 }
+# Every option the plugin reads: hosts forward exactly these of their settings.
+KNOWN = frozenset({*_NUMBER_OPTIONS, *_BOOL_OPTIONS, *_OTHER_OPTIONS})
 _TRANSPORT_OPTIONS = {"global_keyprefix", "retry_policy", "master_name", "sentinel_kwargs"}
 _RETRY_KEYS = {"max_retries", "interval_start", "interval_step", "interval_max"}
 _SSL_KEYS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
