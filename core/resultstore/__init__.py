@@ -53,6 +53,7 @@ from ._states import (
     UNREADY_STATES,
 )
 from ._url import URL, mask_password
+from ._watch import Watch
 
 __version__ = "0.1.0"
 
@@ -104,6 +105,7 @@ __all__ = [
     "TaskRun",
     "TimeoutError",
     "UnsupportedOperation",
+    "Watch",
     "WorkerLostError",
     "allow_join_result",
     "assert_will_not_block",

@@ -58,6 +58,7 @@ EXPECTED_ALL = [
     "TaskRun",
     "TimeoutError",
     "UnsupportedOperation",
+    "Watch",
     "WorkerLostError",
     "allow_join_result",
     "assert_will_not_block",
@@ -155,6 +156,7 @@ def test_public_classes() -> None:
         "TimeoutError",
         "URL",
         "UnsupportedOperation",
+        "Watch",
         "WorkerLostError",
     ]
 
