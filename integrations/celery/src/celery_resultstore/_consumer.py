@@ -1,0 +1,125 @@
+"""Celery's result consumer on ``Backend.watch``: push waiting for ``get()``, ``join()``,
+``then()`` and ``on_message``.
+
+Celery's asynchronous model (AsyncBackendMixin) subscribes an id when a task is
+sent, and a drainer calls ``drain_events`` until the awaited result is ready.
+Here the subscription is a :class:`resultstore.Watch` on the backend's one shared
+channel (Redis pub/sub, PostgreSQL LISTEN, the core's poller elsewhere). Its
+callback runs on the channel's thread and only queues the news; ``drain_events``
+takes the queue in the caller's thread, reads the ids that came without their
+state (NOTIFY carries only the id) in one ``get_many``, and hands each state to
+Celery's ``on_state_change``.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from celery import states
+from celery.backends.asynchronous import BaseResultConsumer
+
+from resultstore import TaskMeta, Watch
+
+if TYPE_CHECKING:
+    from ._backend import ResultStoreBackend
+
+# drain_events(timeout=None) waits at most this long: Celery's drainer loops and
+# checks its own deadline between calls.
+IDLE_WAIT = 1.0
+
+
+class ResultConsumer(BaseResultConsumer):  # type: ignore[misc]
+    backend: ResultStoreBackend
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._pid = os.getpid()
+        self._cond = threading.Condition()
+        self._events: deque[tuple[str, TaskMeta | None]] = deque()
+        # Bumped after each batch is handed on: a thread waiting while another one
+        # drained the news wakes up to see whether its result is ready now.
+        self._generation = 0
+        self._watch: Watch | None = None
+
+    def _watcher(self) -> Watch:
+        if self._pid != os.getpid():
+            # A forked child: the parent's watch lives on the parent's channel.
+            self._reset()
+        if self._watch is None:
+            with self._cond:
+                if self._watch is None:
+                    self._watch = self.backend.store.watch(self._on_change)
+        return self._watch
+
+    def _on_change(self, task_id: str, meta: TaskMeta | None) -> None:
+        """On the channel's thread: queue the news and wake the draining threads."""
+        with self._cond:
+            self._events.append((task_id, meta))
+            self._cond.notify_all()
+
+    def start(self, initial_task_id: str, **kwargs: Any) -> None:
+        self.consume_from(initial_task_id)
+
+    def stop(self) -> None:
+        if self._watch is not None and self._pid == os.getpid():
+            self._watch.close()
+            self._watch = None
+
+    def on_after_fork(self) -> None:
+        self._reset()
+
+    def consume_from(self, task_id: str) -> None:
+        self._watcher().add([task_id])
+
+    def cancel_for(self, task_id: str) -> None:
+        # Never blocks (Watch.discard): Celery calls this from AsyncResult.__del__.
+        if self._watch is not None and self._pid == os.getpid():
+            self._watch.discard([task_id])
+
+    def on_wait_for_pending(self, result: Any, **kwargs: Any) -> None:
+        """The ids are watched (consume_from ran when they were sent or added); a state
+        stored before that is read here, every member of a group in one round trip."""
+        for meta in result._iter_meta(**kwargs):
+            if meta is not None:
+                self.on_state_change(meta, None)
+
+    def on_state_change(self, meta: dict[str, Any], message: Any) -> None:
+        super().on_state_change(meta, message)
+        if meta["status"] in states.READY_STATES:
+            self.cancel_for(meta["task_id"])  # nothing more will change: stop watching it
+
+    def drain_events(self, timeout: float | None = None) -> None:
+        self._watcher()
+        wait = IDLE_WAIT if timeout is None else timeout
+        with self._cond:
+            generation = self._generation
+            self._cond.wait_for(lambda: self._events or self._generation != generation, wait)
+            batch = list(self._events)
+            self._events.clear()
+        if not batch:
+            return
+        try:
+            for meta in self._complete(batch):
+                self.on_state_change(self.backend.meta_for_celery(meta), None)
+        finally:
+            with self._cond:
+                self._generation += 1
+                self._cond.notify_all()
+
+    def _complete(self, batch: list[tuple[str, TaskMeta | None]]) -> list[TaskMeta]:
+        """The batch's states in order, those that came without one read in one round trip."""
+        unknown = {task_id for task_id, meta in batch if meta is None}
+        found = self.backend.store.get_many(unknown) if unknown else {}
+        metas = []
+        for task_id, meta in batch:
+            if meta is None:
+                meta = found.pop(task_id, None)  # once: one id announced twice, read once
+            if meta is not None and meta != TaskMeta(task_id):  # a missing id: no news
+                metas.append(meta)
+        return metas
