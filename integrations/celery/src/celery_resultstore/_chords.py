@@ -7,16 +7,21 @@ part costs one round trip whatever the chord's size. The last part joins the
 header (one ``get_many``: every part stored its state before incrementing) and
 sends the callback, or fails it with Celery's ``ChordError`` when a part failed.
 
-Without the counter the bridge falls back to Celery's own ``chord_unlock`` task
-(the base class's ``apply_chord``), which polls the header every
-``result_chord_retry_interval``: slower, but correct on any plugin.
+Without the counter (Redis until it has one) every finishing part reads the whole
+header in one ``get_many``, and the parts that find it complete race to store a
+claim record: a ready state is never replaced, atomically in every plugin, so one
+wins. Correct on any plugin with ``groups``, at one read of the header per part.
+A plugin without ``groups`` gets Celery's own ``chord_unlock`` task (the base
+class's ``apply_chord``), which polls the header every ``result_chord_retry_interval``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
+from celery import states
 from celery.backends.base import _create_chord_error_with_cause
 from celery.canvas import maybe_signature
 from celery.exceptions import ChordError
@@ -29,6 +34,20 @@ log = logging.getLogger("celery_resultstore")
 
 def counter_name(group_id: str) -> str:
     return f"chord-unlock-{group_id}"
+
+
+def claim_name(group_id: str) -> str:
+    return f"chord-claim-{group_id}"
+
+
+def member_ids(group_tuple: Any) -> list[str]:
+    """The task ids of a group in Celery's ``as_tuple`` form, nested groups' members too:
+    ``((group_id, parent), [((task_id, parent), None), ((group_id, parent), [...]), ...])``."""
+    (_, members) = group_tuple
+    ids: list[str] = []
+    for (member_id, _parent), nested in members:
+        ids.extend(member_ids(((member_id, _parent), nested)) if nested else [member_id])
+    return ids
 
 
 class Chords:
@@ -48,13 +67,16 @@ class Chords:
         return self.expires if value is None else self.prepare_expires(value)  # type: ignore[attr-defined]
 
     def apply_chord(self, header_result_args: Any, body: Any, **kwargs: Any) -> None:
-        if not self.counts_chords:
+        if Capability.GROUPS not in self.store.capabilities:
             super().apply_chord(header_result_args, body, **kwargs)  # type: ignore[misc]
             return
         self.ensure_chords_allowed()  # type: ignore[attr-defined]
         header = self.app.GroupResult(*header_result_args)
         # Before any header part is sent: a frozen chord applied again counts anew.
-        self.store.forget_counter(counter_name(header.id))
+        if self.counts_chords:
+            self.store.forget_counter(counter_name(header.id))
+        else:
+            self.store.forget(claim_name(header.id))
         self.store.save_group_meta(
             GroupMeta(header.id, header.as_tuple()), expires=self.chord_expires
         )
@@ -68,18 +90,25 @@ class Chords:
 
     def on_chord_part_return(self, request: Any, state: str, result: Any, **kwargs: Any) -> None:
         group_id = request.group
-        if not self.counts_chords or not group_id:
-            return  # chord_unlock (the fallback) watches the header itself
+        if not group_id or Capability.GROUPS not in self.store.capabilities:
+            return  # chord_unlock (Celery's fallback) watches the header itself
         size = request.chord.get("chord_size")
-        count = self.store.incr(counter_name(group_id), expires=self.chord_expires)
-        if size is not None and count < size:
-            return
+        count = None
+        if self.counts_chords:
+            count = self.store.incr(counter_name(group_id), expires=self.chord_expires)
+            if size is not None and count < size:
+                return  # one round trip for every part but the last
         callback = maybe_signature(request.chord, app=self.app)
+        if count is None and not self._claimed(group_id):
+            return
         header = GroupResult.restore(group_id, backend=self)
         if header is None:
             self.chord_error_from_stack(  # type: ignore[attr-defined]
                 callback, ChordError(f"GroupResult {group_id} no longer exists")
             )
+            return
+        if count is None:
+            self._finish_chord(header, callback)  # the header expires with its results
             return
         size = len(header) if size is None else size
         if count != size:
@@ -92,6 +121,28 @@ class Chords:
             header.delete()
             self.store.forget_counter(counter_name(group_id))
 
+    def _claimed(self, group_id: str) -> bool:
+        """Without a counter: whether this part is the one to call back. Every part reads
+        the header's members (two round trips, and no result objects: a GroupResult would
+        subscribe to every member); of those that find it complete, the first to store
+        the claim wins, since a ready state is never replaced (atomically, in every
+        plugin): exactly one, however many parts finish together."""
+        meta = self.store.get_group_meta(group_id)
+        if meta is None:
+            return True  # the caller reports the lost header
+        metas = self.store.get_many(member_ids(meta.result))
+        if not all(m.status in states.READY_STATES for m in metas.values()):
+            return False
+        return self.store.store_result(
+            claim_name(group_id), os.getpid(), states.SUCCESS, expires=self.chord_expires
+        )
+
+    def _culprit(self, header: GroupResult) -> str | None:
+        """The first header part that failed (one read of them all), for Celery's message
+        "Dependency <id> raised ..." (Celery finds it only among cached results)."""
+        metas = self.store.get_many(r.id for r in header.results)
+        return next((t for t, m in metas.items() if m.status in states.PROPAGATE_STATES), None)
+
     def _finish_chord(self, header: GroupResult, callback: Any) -> None:
         try:
             with allow_join_result():
@@ -99,8 +150,8 @@ class Chords:
                     timeout=self.app.conf.result_chord_join_timeout, propagate=True
                 )
         except Exception as exc:
-            culprit = next(header._failed_join_report(), None)
-            reason = repr(exc) if culprit is None else f"Dependency {culprit.id} raised {exc!r}"
+            culprit = self._culprit(header)
+            reason = repr(exc) if culprit is None else f"Dependency {culprit} raised {exc!r}"
             log.error("chord %r raised: %s", header.id, reason)
             error = _create_chord_error_with_cause(message=reason, original_exc=exc)
             self.chord_error_from_stack(callback=callback, exc=error)  # type: ignore[attr-defined]
