@@ -30,7 +30,6 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
         # The fallback for plugins without the counter capability (Celery's chord_unlock)
         # polls the header at this interval; Celery's default of 1 s would dominate.
         result_chord_retry_interval=0.1,
-        worker_prefetch_multiplier=1,
         broker_connection_retry_on_startup=True,
     )
     signals = redis.Redis.from_url(broker)

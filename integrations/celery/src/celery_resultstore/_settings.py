@@ -8,9 +8,12 @@ a forked child gets a fresh plugin from the core on first use.
 
 from __future__ import annotations
 
+import difflib
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
+
+from celery.app.defaults import DEFAULTS
 
 from resultstore import Backend, resolve
 
@@ -25,22 +28,23 @@ def plugin_options(conf: Any, names: Iterable[str] | None) -> dict[str, Any]:
     applies (Celery's defaults are its backends' defaults, e.g. ``database_engine_options``
     with ``pool_recycle``, and the plugin refuses values it cannot use). A plugin that
     declares nothing gets nothing: forwarding every setting would make it refuse all
-    of Celery's.
+    of Celery's. A setting that is not Celery's and is spelt like one the plugin reads
+    (``redis_socket_timout``) is forwarded too, so that the plugin refuses it by name
+    instead of it being ignored.
     """
     if names is None:
         return {}
-    changes: Mapping[str, Any] = getattr(conf, "changes", {})
-    # conf.defaults: the app's configuration source(s), then Celery's own defaults.
-    sources: list[Mapping[str, Any]] = list(getattr(conf, "defaults", ())[:-1])
+    wanted = frozenset(names)
     options = {}
-    for name in sorted(names):
-        if name in changes:
-            options[name] = changes[name]
+    for name in list(conf.keys()):
+        if not isinstance(name, str):
             continue
-        for source in sources:
-            if name in source:
-                options[name] = source[name]
-                break
+        if name in wanted:
+            value = conf[name]
+            if name not in DEFAULTS or value != DEFAULTS[name]:
+                options[name] = value
+        elif name not in DEFAULTS and difflib.get_close_matches(name, wanted, n=1, cutoff=0.85):
+            options[name] = conf[name]
     return options
 
 
