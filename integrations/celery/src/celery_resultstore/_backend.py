@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from celery import signals, states
+from celery import states
 from celery.backends.asynchronous import AsyncBackendMixin
 from celery.backends.base import BaseBackend
 from celery.exceptions import ImproperlyConfigured
@@ -26,23 +26,11 @@ from ._consumer import ResultConsumer
 from ._settings import shared_backend
 
 PREFIX = "resultstore+"
-_in_worker = False
 
 
 def _text(task_id: str | bytes) -> str:
     """Celery hands ids over as str, and as bytes from some of its own paths."""
     return task_id.decode() if isinstance(task_id, bytes) else task_id
-
-
-def _worker_starting(**kwargs: Any) -> None:
-    """Sent before a worker builds its backend: from here on a backend that keeps its
-    results inside one process is refused (the worker's pool children and the clients
-    are other processes, which would never see a result)."""
-    global _in_worker
-    _in_worker = True
-
-
-signals.celeryd_init.connect(_worker_starting, weak=False)
 
 
 class ResultStoreBackend(Chords, AsyncBackendMixin, BaseBackend):  # type: ignore[misc]
@@ -75,7 +63,10 @@ class ResultStoreBackend(Chords, AsyncBackendMixin, BaseBackend):  # type: ignor
         )
 
     def _refuse_in_worker(self) -> None:
-        if _in_worker and self.store.process_local:
+        # Celery's worker sets up its app with setup_worker_optimizations before it
+        # builds the backend (for its banner); that marks the app use_fast_trace_task.
+        in_worker = getattr(self.app, "use_fast_trace_task", False) is True
+        if in_worker and self.store.process_local:
             raise ImproperlyConfigured(
                 f"result_backend {self.as_uri()!r} keeps results inside one process: a "
                 "worker's pool processes and its clients could never read them. Use a "

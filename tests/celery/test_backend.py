@@ -1,0 +1,139 @@
+"""The bridge without a worker: URL, settings, pickling, fork, expiry, and refusing memory://."""
+
+from __future__ import annotations
+
+import multiprocessing
+import pickle
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from celery import Celery
+from celery.app.task import Context
+from celery.exceptions import ImproperlyConfigured
+
+import celery_resultstore
+from resultstore import Capability
+
+from .conftest import BROKER, start_worker
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"resultstore+db+sqlite:///{tmp_path / 'r.db'}"
+
+
+@pytest.fixture
+def app(sqlite_url: str) -> Iterator[Celery]:
+    app = Celery("unit", broker="memory://", backend=sqlite_url, set_as_current=False)
+    yield app
+    app.close()
+
+
+def tid() -> str:
+    return str(uuid.uuid4())
+
+
+def test_the_entry_point_selects_the_bridge(app: Celery, sqlite_url: str) -> None:
+    assert type(app.backend) is celery_resultstore.ResultStoreBackend
+    assert app.backend.url == sqlite_url.removeprefix("resultstore+")
+    assert app.backend.as_uri() == sqlite_url
+
+
+def test_as_uri_masks_the_password() -> None:
+    app = Celery("uri", backend=f"resultstore+redis://:secret@{BROKER.split('//')[1]}")
+    try:
+        assert app.backend.as_uri() == "resultstore+redis://:****@127.0.0.1:6379/12"
+        assert app.backend.as_uri(include_password=True) == (
+            "resultstore+redis://:secret@127.0.0.1:6379/12"
+        )
+    finally:
+        app.close()
+
+
+def test_a_url_is_required() -> None:
+    app = Celery("nourl", backend="resultstore")
+    with pytest.raises(ImproperlyConfigured, match="needs a resultstore URL after the prefix"):
+        app.backend  # noqa: B018
+
+
+def test_plugin_settings_are_forwarded_and_misspelt_ones_refused(sqlite_url: str) -> None:
+    app = Celery("opts", backend=sqlite_url, set_as_current=False)
+    app.conf.database_table_names = {"task": "bridge_tasks", "group": "bridge_groups"}
+    app.conf.redis_max_connections = 3  # another plugin's setting: not forwarded
+    assert app.backend.store.config.options == {
+        "database_table_names": {"task": "bridge_tasks", "group": "bridge_groups"}
+    }
+    typo = Celery("typo", backend=sqlite_url, set_as_current=False)
+    typo.conf.database_table_name = {"task": "x"}
+    with pytest.raises(ValueError, match="does not take option 'database_table_name'; did you"):
+        typo.backend  # noqa: B018
+
+
+def test_threads_and_unpickled_copies_share_one_store(app: Celery) -> None:
+    stores = []
+    thread = threading.Thread(target=lambda: stores.append(app.backend.store))
+    thread.start()
+    thread.join(10)
+    assert app.backend is not None
+    assert stores == [app.backend.store]
+    copy = pickle.loads(pickle.dumps(app.backend))
+    assert type(copy) is celery_resultstore.ResultStoreBackend
+    assert copy.as_uri() == app.backend.as_uri()
+
+
+def _store_in_child(app: Celery, task_id: str) -> None:
+    app.backend.mark_as_done(task_id, "from the child")
+
+
+def test_survives_fork(app: Celery) -> None:
+    before = tid()
+    app.backend.mark_as_done(before, "parent")  # the parent's plugin is in use at fork time
+    task_id = tid()
+    child = multiprocessing.get_context("fork").Process(target=_store_in_child, args=(app, task_id))
+    child.start()
+    child.join(30)
+    assert child.exitcode == 0
+    assert app.AsyncResult(task_id).get(timeout=10) == "from the child"
+    assert app.AsyncResult(before).get(timeout=10) == "parent"
+
+
+def test_ignore_result_stores_nothing(app: Celery) -> None:
+    task_id = tid()
+    app.backend.mark_as_done(task_id, 1, request=Context(id=task_id, ignore_result=True))
+    assert app.backend.task_result_exists(task_id) is False
+
+
+def test_autoexpire_and_cleanup(app: Celery) -> None:
+    assert app.backend.supports_autoexpire is False  # SQL: Celery's backend_cleanup sweeps
+    redis_app = Celery("ttl", backend=f"resultstore+{BROKER}", set_as_current=False)
+    try:
+        assert redis_app.backend.supports_autoexpire is True
+        assert Capability.TTL in redis_app.backend.store.capabilities
+    finally:
+        redis_app.close()
+    app.conf.result_expires = 0.05
+    short = Celery("short", backend=app.conf.result_backend, set_as_current=False)
+    short.conf.result_expires = 0.05
+    task_id = tid()
+    short.backend.mark_as_done(task_id, 1)
+    aged = time.monotonic() + 0.1
+    while time.monotonic() < aged:  # the result must be older than result_expires
+        time.sleep(0.01)
+    short.tasks["celery.backend_cleanup"]()
+    assert short.backend.task_result_exists(task_id) is False
+
+
+def test_a_worker_refuses_memory() -> None:
+    worker = start_worker("resultstore+memory://private", "rs-memory-refused", wait_ready=False)
+    try:
+        assert worker.proc.wait(60) != 0
+    finally:
+        worker.stop()
+    assert (
+        "result_backend 'resultstore+memory://private' keeps results inside one process: "
+        "a worker's pool processes and its clients could never read them."
+    ) in worker.output
