@@ -34,23 +34,23 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
     )
     signals = redis.Redis.from_url(broker)
 
-    @app.task(name="t.add")
+    @app.task(name="t.add", shared=False)
     def add(x: int, y: int) -> int:
         return x + y
 
-    @app.task(name="t.tsum")
+    @app.task(name="t.tsum", shared=False)
     def tsum(values: list[int]) -> int:
         return sum(values)
 
-    @app.task(name="t.fail")
+    @app.task(name="t.fail", shared=False)
     def fail(message: str, *args: Any) -> None:
         raise ValueError(message)
 
-    @app.task(name="t.fail_custom")
+    @app.task(name="t.fail_custom", shared=False)
     def fail_custom(message: str) -> None:
         raise CustomError(message)
 
-    @app.task(name="t.block")
+    @app.task(name="t.block", shared=False)
     def block(key: str) -> str:
         """Say it started, then wait until the test pushes to ``key``."""
         signals.rpush(f"{key}:started", 1)
@@ -58,14 +58,14 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
             raise TimeoutError(f"nobody released {key}")
         return key
 
-    @app.task(name="t.progress", bind=True)
+    @app.task(name="t.progress", shared=False, bind=True)
     def progress(self: Task, key: str) -> str:
         self.update_state(state="PROGRESS", meta={"current": 1, "total": 2})
         if signals.blpop([key], timeout=BLOCK_TIMEOUT) is None:
             raise TimeoutError(f"nobody released {key}")
         return "done"
 
-    @app.task(name="t.count_call")
+    @app.task(name="t.count_call", shared=False)
     def count_call(values: list[int], counts: str, tag: str) -> int:
         """A chord callback that counts its runs per chord in a Redis hash."""
         signals.hincrby(counts, tag, 1)

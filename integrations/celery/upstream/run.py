@@ -10,8 +10,9 @@ Redis backend must pass through the bridge too.
     python integrations/celery/upstream/run.py --slice smoke    # a few minutes' worth
     python integrations/celery/upstream/run.py --backends celery-redis,resultstore-redis
 
-``make celery-upstream`` runs the full comparison in a venv of its own;
-``make test`` runs the smoke slice through the bridge. Results (JUnit XML and a
+``make celery-upstream`` runs the full comparison in the project's venv (the
+bridge's ``test`` extra installs what the suite imports); ``make test`` runs the
+smoke slice through the bridge. Results (JUnit XML and a
 Markdown report) go to ``.upstream-celery/results/``.
 """
 
