@@ -90,3 +90,11 @@ def _wait_rows(label: str, app: celery.Celery, url: str, repeat: int, waits: int
         p99.ours.append(percentile(theirs, 0.99) * 1000)
         p99.raw.append(percentile(raw, 0.99) * 1000)
     return [p50, p99]
+
+
+if __name__ == "__main__":
+    # `python bench/celery_bench.py`: Celery apps with a real worker, Celery's own backends
+    # next to the Celery bridge (bench/celery_worker.py); bench/run.py imports the above.
+    from celery_worker import main
+
+    raise SystemExit(main())
