@@ -32,7 +32,8 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
         result_chord_retry_interval=0.1,
         broker_connection_retry_on_startup=True,
     )
-    signals = redis.Redis.from_url(broker)
+    # redis-py's default socket timeout (5 s) would cut a BLPOP that waits longer.
+    signals = redis.Redis.from_url(broker, socket_timeout=BLOCK_TIMEOUT + 5)
 
     @app.task(name="t.add", shared=False)
     def add(x: int, y: int) -> int:

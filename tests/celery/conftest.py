@@ -106,7 +106,8 @@ class Case:
 
 @pytest.fixture(scope="session")
 def redis_client() -> redis.Redis:
-    return redis.Redis.from_url(BROKER)
+    # redis-py's default socket timeout (5 s) would cut a longer BLPOP of wait_started().
+    return redis.Redis.from_url(BROKER, socket_timeout=60)
 
 
 @pytest.fixture(scope="session")
