@@ -24,6 +24,8 @@ import pytest
 import redis
 from celery import Celery
 
+import celery_resultstore
+
 from .app import make_app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,6 +158,8 @@ def celery_setup(case: Case) -> Iterator[Setup]:
     finally:
         worker.stop()
         app.close()
+        # Before the session drops the database: a store left open would try to reconnect.
+        celery_resultstore.close_stores()
 
 
 @pytest.fixture

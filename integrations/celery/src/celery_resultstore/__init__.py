@@ -9,7 +9,8 @@ any installed resultstore plugin serves a Celery app: ``resultstore+redis://...`
 from __future__ import annotations
 
 from ._backend import ResultStoreBackend
+from ._settings import close_stores
 
 __version__ = "0.1.0"
 
-__all__ = ["ResultStoreBackend"]
+__all__ = ["ResultStoreBackend", "close_stores"]

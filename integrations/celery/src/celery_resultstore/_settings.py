@@ -57,3 +57,13 @@ def shared_backend(url: str, **settings: Any) -> Backend:
         if backend is None:
             backend = _shared[key] = Backend(url, options=options, **settings)
         return backend
+
+
+def close_stores() -> None:
+    """Close every store the bridge opened in this process (their pools and push
+    channels); a Celery backend used afterwards opens its store anew."""
+    with _lock:
+        backends = list(_shared.values())
+        _shared.clear()
+    for backend in backends:
+        backend.close()
