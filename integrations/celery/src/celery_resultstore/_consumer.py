@@ -46,6 +46,8 @@ class ResultConsumer(BaseResultConsumer):  # type: ignore[misc]
         # drained the news wakes up to see whether its result is ready now.
         self._generation = 0
         self._watch: Watch | None = None
+        # Ids to watch once someone waits (see consume_from).
+        self._wanted: set[str] = set()
 
     def _watcher(self) -> Watch:
         if self._pid != os.getpid():
@@ -75,16 +77,35 @@ class ResultConsumer(BaseResultConsumer):  # type: ignore[misc]
         self._reset()
 
     def consume_from(self, task_id: str) -> None:
-        self._watcher().add([task_id])
+        """Celery calls this for every task sent and every result object made (a
+        GroupResult of 200 members: 200 calls). The ids are watched when someone
+        waits, all in one go: a result that is ready by then, or the members of a
+        finished group, cost no subscription at all."""
+        if self._pid != os.getpid():
+            self._reset()
+        self._wanted.add(task_id)
 
     def cancel_for(self, task_id: str) -> None:
         # Never blocks (Watch.discard): Celery calls this from AsyncResult.__del__.
+        self._wanted.discard(task_id)
         if self._watch is not None and self._pid == os.getpid():
             self._watch.discard([task_id])
 
+    def _watch_wanted(self) -> None:
+        with self._cond:
+            ids, self._wanted = self._wanted, set()
+        if not ids:
+            return
+        self._watcher().add(ids)
+        # A subscription cannot see the past: what was stored before it is read now,
+        # all in one round trip, and handed on as news.
+        for task_id, meta in self.backend.store.get_many(ids).items():
+            if meta != TaskMeta(task_id):
+                self._on_change(task_id, meta)
+
     def on_wait_for_pending(self, result: Any, **kwargs: Any) -> None:
-        """The ids are watched (consume_from ran when they were sent or added); a state
-        stored before that is read here, every member of a group in one round trip."""
+        """Before waiting: read the states (every member of a group in one round trip);
+        the ready ones are done with, the others are watched by drain_events."""
         for meta in result._iter_meta(**kwargs):
             if meta is not None:
                 self.on_state_change(meta, None)
@@ -95,7 +116,7 @@ class ResultConsumer(BaseResultConsumer):  # type: ignore[misc]
             self.cancel_for(meta["task_id"])  # nothing more will change: stop watching it
 
     def drain_events(self, timeout: float | None = None) -> None:
-        self._watcher()
+        self._watch_wanted()
         wait = IDLE_WAIT if timeout is None else timeout
         with self._cond:
             generation = self._generation
