@@ -4,11 +4,11 @@
 Celery's asynchronous model (AsyncBackendMixin) registers an id when a task is
 sent or a result object made, and a drainer calls ``drain_events`` until the awaited
 result is ready. Here the ids are watched when someone waits, in one
-:class:`resultstore.Watch` on the backend's one shared channel (Redis pub/sub, PostgreSQL LISTEN, the core's poller elsewhere). Its
-callback runs on the channel's thread and only queues the news; ``drain_events``
-takes the queue in the caller's thread, reads the ids that came without their
-state (NOTIFY carries only the id) in one ``get_many``, and hands each state to
-Celery's ``on_state_change``.
+:class:`resultstore.Watch` on the backend's one shared channel (Redis pub/sub,
+PostgreSQL LISTEN, the core's poller elsewhere). Its callback runs on the
+channel's thread and only queues the news; ``drain_events`` takes the queue in the
+caller's thread, reads the ids that came without their state (NOTIFY carries only
+the id) in one ``get_many``, and hands each state to Celery's ``on_state_change``.
 """
 
 from __future__ import annotations
