@@ -1,11 +1,12 @@
 """Chords: Celery's ``apply_chord`` / ``on_chord_part_return`` on the counter capability.
 
 With ``counter`` (memory, db, the file example, ...) each finishing header part is
-one atomic increment in the store: of parts finishing together each gets a value of
-its own, so exactly one sees the chord's size and runs the callback, and every other
-part costs one round trip whatever the chord's size. The last part joins the
-header (one ``get_many``: every part stored its state before incrementing) and
-sends the callback, or fails it with Celery's ``ChordError`` when a part failed.
+one atomic increment in the store, of a counter that ``apply_chord`` set to minus
+the number of parts: of parts finishing together each gets a value of its own, so
+exactly one brings the counter to 0 and runs the callback, and every other part
+costs one round trip whatever the chord's size. The last part joins the header
+(one ``get_many``: every part stored its state before incrementing) and sends the
+callback, or fails it with Celery's ``ChordError`` when a part failed.
 
 Without the counter (Redis until it has one) every finishing part reads the whole
 header in one ``get_many``, and the parts that find it complete race to store a
@@ -72,14 +73,30 @@ class Chords:
             return
         self.ensure_chords_allowed()  # type: ignore[attr-defined]
         header = self.app.GroupResult(*header_result_args)
-        # Before any header part is sent: a frozen chord applied again counts anew.
-        if self.counts_chords:
-            self.store.forget_counter(counter_name(header.id))
-        else:
-            self.store.forget(claim_name(header.id))
         self.store.save_group_meta(
             GroupMeta(header.id, header.as_tuple()), expires=self.chord_expires
         )
+        # Before any header part is sent (a frozen chord applied again starts anew): the
+        # counter starts at minus the number of parts, so that the part that brings it to
+        # 0 is the last one and knows it from the one increment it makes.
+        if self.counts_chords:
+            self.store.forget_counter(counter_name(header.id))
+            parts = len(member_ids(header.as_tuple()))
+            self.store.incr(counter_name(header.id), -parts, expires=self.chord_expires)
+        else:
+            self.store.forget(claim_name(header.id))
+
+    def set_chord_size(self, group_id: str, chord_size: int) -> None:
+        """Celery's count of the parts (before it sends the last one). apply_chord
+        counted the header's members, nested groups' too, which is the same number;
+        should they ever differ, the counter is corrected."""
+        if not self.counts_chords:
+            return
+        meta = self.store.get_group_meta(group_id)
+        counted = len(member_ids(meta.result)) if meta is not None else chord_size
+        if counted != chord_size:
+            log.warning("chord %r: %d parts, not %d", group_id, chord_size, counted)
+            self.store.incr(counter_name(group_id), counted - chord_size)
 
     def add_to_chord(self, group_id: str, result: Any) -> None:
         """A task replaced by more (``Task.replace`` in a header): one more part to wait for."""
@@ -92,34 +109,38 @@ class Chords:
         group_id = request.group
         if not group_id or Capability.GROUPS not in self.store.capabilities:
             return  # chord_unlock (Celery's fallback) watches the header itself
-        size = request.chord.get("chord_size")
-        count = None
         if self.counts_chords:
             count = self.store.incr(counter_name(group_id), expires=self.chord_expires)
-            if size is not None and count < size:
+            if count < 0 or (count > 0 and not self._last_uncounted(group_id, request, count)):
                 return  # one round trip for every part but the last
-        callback = maybe_signature(request.chord, app=self.app)
-        if count is None and not self._claimed(group_id):
+        elif not self._claimed(group_id):
             return
+        callback = maybe_signature(request.chord, app=self.app)
         header = GroupResult.restore(group_id, backend=self)
         if header is None:
             self.chord_error_from_stack(  # type: ignore[attr-defined]
                 callback, ChordError(f"GroupResult {group_id} no longer exists")
             )
             return
-        if count is None:
-            self._finish_chord(header, callback)  # the header expires with its results
-            return
-        size = len(header) if size is None else size
-        if count != size:
-            if count > size:
-                log.warning("chord %r: counter at %d of %d parts", group_id, count, size)
+        if not self.counts_chords:
+            self._finish_chord(header, callback)  # the header and claim expire with it
             return
         try:
             self._finish_chord(header, callback)
         finally:
             header.delete()
             self.store.forget_counter(counter_name(group_id))
+
+    def _last_uncounted(self, group_id: str, request: Any, count: int) -> bool:
+        """A count above 0: a header apply_chord did not count, or a part arriving again
+        after its chord finished (the header is gone then: nothing to do)."""
+        meta = self.store.get_group_meta(group_id)
+        if meta is None:
+            return False
+        size = request.chord.get("chord_size") or len(member_ids(meta.result))
+        if count > size:
+            log.warning("chord %r: counter at %d of %d parts", group_id, count, size)
+        return bool(count == size)
 
     def _claimed(self, group_id: str) -> bool:
         """Without a counter: whether this part is the one to call back. Every part reads
