@@ -9,6 +9,7 @@ Redis backend must pass through the bridge too.
     python integrations/celery/upstream/run.py                  # the full files, every backend
     python integrations/celery/upstream/run.py --slice smoke    # a few minutes' worth
     python integrations/celery/upstream/run.py --backends celery-redis,resultstore-redis
+    UPSTREAM_REDIS_DB=14 python integrations/celery/upstream/run.py --backends ...  # alongside
 
 ``make celery-upstream`` runs the full comparison in the project's venv (the
 bridge's ``test`` extra installs what the suite imports); ``make test`` runs the
@@ -35,7 +36,7 @@ WORKDIR = ROOT / ".upstream-celery"
 REDIS = "redis://127.0.0.1:6379"
 # A Redis database of its own for the broker and for Celery's Redis backend: the suite's
 # queue is always "celery", and other test sessions use database 0.
-REDIS_DB = 13
+REDIS_DB = int(os.environ.get("UPSTREAM_REDIS_DB", "13"))  # another one runs a second harness
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 FILES = (
