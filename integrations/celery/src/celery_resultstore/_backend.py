@@ -22,7 +22,7 @@ from resultstore import Backend, Capability, GroupMeta, TaskInfo, TaskMeta
 from resultstore import TimeoutError as StoreTimeoutError
 
 from ._chords import Chords
-from ._consumer import ResultConsumer
+from ._consumer import ResultConsumer, is_missing
 from ._settings import shared_backend
 
 PREFIX = "resultstore+"
@@ -122,7 +122,7 @@ class ResultStoreBackend(Chords, AsyncBackendMixin, BaseBackend):  # type: ignor
 
     def meta_for_celery(self, meta: TaskMeta) -> dict[str, Any]:
         """Celery's decoded meta dict, the failure rebuilt by Celery's rules."""
-        if meta == TaskMeta(meta.task_id):
+        if is_missing(meta):
             return {"status": states.PENDING, "result": None}  # as Celery's for a missing id
         decoded: dict[str, Any] = self.meta_from_decoded(meta.to_wire())
         return decoded
