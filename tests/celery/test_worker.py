@@ -85,6 +85,7 @@ def test_chord(app: Celery) -> None:
     assert chord(add.s(i, i) for i in range(10))(tsum.s()).get(timeout=TIMEOUT) == 90
 
 
+@pytest.mark.timeout(300)
 def test_chord_of_200_parts(app: Celery) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     result = chord(add.s(i, 1) for i in range(200))(tsum.s())
@@ -124,6 +125,7 @@ def test_chord_whose_header_holds_a_chain(app: Celery) -> None:
 CONCURRENT_CHORDS = {"redis": 300, "postgresql": 300, "sqlite": 100, "file": 100}
 
 
+@pytest.mark.timeout(400)
 def test_concurrent_chords_call_back_once_each(
     celery_setup: Setup, redis_client: redis.Redis
 ) -> None:
