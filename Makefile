@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_bac
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[memory,cli,test]' -e plugins/memory_backend \
+	$(BIN)/python -m pip install --quiet --group dev -e '.[memory,cli]' -e plugins/memory_backend \
 		-e plugins/redis_backend -e 'plugins/db_backend[postgresql,mysql]'
 	# The example third-party plugin is installed the way a user installs one: not editable.
 	$(BIN)/python -m pip install --quiet ./$(EXAMPLE)
