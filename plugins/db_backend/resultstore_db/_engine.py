@@ -40,6 +40,21 @@ _DRIVERS = {
 }
 
 
+# The extra of resultstore-db that installs a dialect's driver.
+_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def missing_driver(url: sa.URL, exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error for a driver that is not installed, naming the command that installs it
+    (a bare "No module named 'MySQLdb'" does not say that the extra installs PyMySQL)."""
+    extra = _EXTRAS.get(url.get_backend_name())
+    install = f'pip install "resultstore-db[{extra}]"' if extra else f"pip install {exc.name}"
+    return ModuleNotFoundError(
+        f"the {url.drivername} driver is not installed ({exc}); install it with: {install}",
+        name=exc.name,
+    )
+
+
 @dataclass(frozen=True)
 class Bounds:
     """The longest a connection waits on the server: to connect, and per exchange after."""

@@ -106,9 +106,22 @@ class RedisSettings:
     startup_nodes: tuple[tuple[str, int], ...] = ()
 
 
+def _unserved_scheme(url: URL) -> str:
+    # "redis+sentinal" is closest to "redis+socket" as a whole: try what follows "+" first.
+    _, plus, rest = url.scheme.partition("+")
+    close = (plus and difflib.get_close_matches(rest, _SCHEMES, n=1)) or (
+        difflib.get_close_matches(url.scheme, _SCHEMES, n=1)
+    )
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r}); "
+        f"{hint}its schemes: {', '.join(sorted(_SCHEMES))}"
+    )
+
+
 def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     if url.scheme not in _SCHEMES:
-        raise ValueError(f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r})")
+        raise ValueError(_unserved_scheme(url))
     _reject_unknown(options)
     raw_transport = options.get("result_backend_transport_options") or {}
     if not isinstance(raw_transport, Mapping):
