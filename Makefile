@@ -1,5 +1,5 @@
 # The two commands a newcomer runs (see README):
-#   make demo   set up .venv and run the lifecycle demo on memory://
+#   make demo   set up .venv and run the lifecycle demo (worker processes on db+sqlite://)
 #   make test   set up .venv, lint, type-check and run every test
 PYTHON ?= python3
 VENV ?= .venv
