@@ -167,7 +167,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         (SQLAlchemy awaits the driver underneath), with the same retries."""
         engines = await self._async.get()
 
-        async def attempt() -> Any:
+        async def round_trip() -> Any:
             try:
                 if one_statement:
                     async with engines.autocommit.connect() as conn:
@@ -179,7 +179,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
                 raise
 
         return await self.retry.arun(
-            attempt,
+            lambda: _engine.uncut(round_trip()),
             transient=_engine.transient,
             what=what,
             where=self.where,
