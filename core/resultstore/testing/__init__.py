@@ -22,6 +22,7 @@ pytest.register_assert_rewrite(
     "resultstore.testing._hosts",
     "resultstore.testing._plumbing",
     "resultstore.testing._processes",
+    "resultstore.testing._restart",
     "resultstore.testing._suite",
 )
 
