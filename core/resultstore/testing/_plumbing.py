@@ -89,7 +89,8 @@ class Plumbing:
 
 
 class BlockedWait:
-    """A thread blocked in ``get()``; ``result()`` joins it and returns what it got.
+    """A thread blocked in ``get()``; ``result()`` joins it and returns what it got, and
+    ``seen`` lists the states it saw on the way.
 
     ``timeout=None`` waits without a deadline, so only a wake-up can end it (never
     the read at the deadline); the backend's ``close()`` releases it otherwise.
@@ -99,13 +100,16 @@ class BlockedWait:
         self.value: Any = None
         self.error: BaseException | None = None
         self.returned_at = 0.0
+        self.seen: list[str] = []
         self._timeout = timeout
         self._thread = threading.Thread(target=self._wait, args=(backend, task_id), daemon=True)
         self._thread.start()
 
     def _wait(self, backend: Backend, task_id: str) -> None:
         try:
-            self.value = AsyncResult(task_id, backend).get(timeout=self._timeout)
+            self.value = AsyncResult(task_id, backend).get(
+                timeout=self._timeout, on_message=lambda meta: self.seen.append(meta.status)
+            )
         except BaseException as exc:
             self.error = exc
         finally:

@@ -14,8 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
-from .. import Backend
-from ._plumbing import BlockedWait, Plumbing
+from .. import STARTED, Backend
+from ._plumbing import BlockedWait, Plumbing, wait_until
 
 # Waits begun before the cut: the first result stored after it may reach its wait by
 # the channel's re-check at its reconnect; the others only by push that really works.
@@ -31,9 +31,15 @@ class RestartTests(Plumbing):
         ids = [self.new_id() for _ in range(WAITS)]
         waits = {t: BlockedWait(backend, t, None) for t in ids}
         self.wait_until_waiting(backend, set(ids))
-        # Both sides in use before the cut: the channel is open, the connections too.
         for task_id in ids:
             other.mark_as_started(task_id)
+        # Each wait has read its task's STARTED, so it is past its first reads (which would
+        # meet the cut, and raise) and blocked until woken; both sides are connected.
+        wait_until(
+            lambda: all(w.seen == [STARTED] for w in waits.values()),
+            self.wait_timeout,
+            "every wait saw its task STARTED",
+        )
 
         restart_server()
 
