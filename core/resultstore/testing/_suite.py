@@ -40,6 +40,7 @@ from ._fork import ForkTests
 from ._hosts import HostTests
 from ._plumbing import wait_until
 from ._processes import race_with_a_child
+from ._restart import RestartTests
 
 # Ids one process finishes while another keeps writing a late STARTED to them.
 RACED_IDS = 300
@@ -97,7 +98,7 @@ def _fail_with(exc: BaseException) -> BaseException:
         return raised
 
 
-class BackendTests(HostTests, ForkTests):
+class BackendTests(HostTests, ForkTests, RestartTests):
     """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
 
     Knobs for engines that need them:
@@ -113,6 +114,13 @@ class BackendTests(HostTests, ForkTests):
     - ``expiry_grace``: how long after its TTL a record may still be readable.
     - ``keeps_group_ids``: False where the storage format has no place for a
       task's group_id and parent_id (Celery's SQL tables have none).
+    - ``restart_server``: a fixture to override (none by default) returning a
+      callable that restarts the server, or cuts every connection to it, and
+      returns once the server answers again. With it, the suite proves that push
+      survives: waits begun before the cut get results stored after it.
+    - ``reconnect_bound``: how long after the server is back such a store may
+      take to wake its wait (5 s: reconnect attempts with a backoff of at most
+      1 s, a connect, a resubscribe and the re-check of every waited id).
     """
 
     # --- states round trip ----------------------------------------------------------
