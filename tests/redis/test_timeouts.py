@@ -155,6 +155,26 @@ def test_a_wait_ends_on_time_when_the_server_freezes_during_it(
             assert_timed_out(waiter, ids, DURING, "STARTED")
 
 
+@pytest.mark.parametrize("wait", ["get", "aget"])
+def test_closing_a_backend_on_a_frozen_server_is_quick(server: RedisServer, wait: str) -> None:
+    """After a wait timed out on it: the listener, the pools and the event loop's client
+    are let go without a word from the server."""
+    backend = Backend(server.url)
+    try:
+        assert backend.mark_as_started("Task-1")
+        waiter = Waiting(wait, backend, ["Task-1"], DURING, warm=True)
+        wait_until(lambda: subscribed(backend, server, ["Task-1"]), "the wait subscribes")
+        with frozen(pid(server)):
+            assert_timed_out(waiter, ["Task-1"], DURING, "STARTED")
+            closing = Worker(backend.close)
+            closing.start()
+            closing.finish(DEADLINE)
+            print(f"close() on a frozen server: {closing.elapsed:.3f} s")
+            assert closing.elapsed < 0.5, closing.elapsed
+    finally:
+        backend.close()
+
+
 def test_a_get_on_a_socket_that_never_answers_ends_on_time() -> None:
     """A fresh connection: the handshake after the TCP connect gets no reply."""
     with SilentServer() as silent:
