@@ -236,12 +236,12 @@ database       resultstore-db      0.1.0    per URL                             
 db             resultstore-db      0.1.0    per URL                                                ok
 file           resultstore-file    0.1.0    cleanup,counter,groups,revoke,ttl                      ok
 memory         resultstore-memory  0.1.0    async,cleanup,counter,get_many,groups,push,revoke,ttl  ok
-redis          resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-redis+cluster  resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-redis+socket   resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-rediss         resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-sentinel       resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-unix           resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
+redis          resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+redis+cluster  resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+redis+socket   resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+rediss         resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+sentinel       resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+unix           resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
 """
 REDIS_SCHEMES = ["redis", "redis+cluster", "redis+socket", "rediss", "sentinel", "unix"]
 
@@ -303,7 +303,7 @@ def test_plugins_json_is_one_object_per_scheme() -> None:
             "distribution": "resultstore-redis",
             "version": "0.1.0",
             "target": "resultstore_redis:RedisBackend",
-            "capabilities": ["async", "get_many", "groups", "push", "revoke", "ttl"],
+            "capabilities": ["async", "counter", "get_many", "groups", "push", "revoke", "ttl"],
             "error": None,
         }
 

@@ -67,6 +67,7 @@ class RedisBackend(KeyValueStore):
             Capability.GROUPS,
             Capability.REVOKE,
             Capability.ASYNC,
+            Capability.COUNTER,
         }
     )
 
@@ -209,6 +210,20 @@ class RedisBackend(KeyValueStore):
         pipe.delete(self.task_key(task_id))
         pipe.delete(self.revoked_key(task_id))
         return pipe
+
+    @hookimpl
+    def incr(self, name: str, amount: int, ttl: float | None) -> int:
+        """INCRBY and the expiry in one MULTI: Redis's own atomic increment, where the
+        key-value helper's read-add-write would need a lock across processes."""
+        key = self.counter_key(name)
+        with self._network(f"INCRBY {key}"), self.client.pipeline(transaction=True) as pipe:
+            pipe.incrby(key, amount)
+            if ttl is None:
+                pipe.persist(key)
+            else:
+                pipe.pexpire(key, _milliseconds(ttl))
+            value, _ = pipe.execute()
+        return int(value)
 
     # --- the asyncio twins (redis.asyncio, one client per event loop) -------------------
 

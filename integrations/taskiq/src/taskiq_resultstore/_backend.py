@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-import resultstore
-from resultstore import EXCEPTION_STATES, FAILURE, READY_STATES, SUCCESS, Backend, TaskMeta
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.depends.progress_tracker import TaskProgress
 from taskiq.exceptions import ResultGetError, TaskiqError, TaskiqResultTimeoutError
+
+import resultstore
+from resultstore import EXCEPTION_STATES, FAILURE, READY_STATES, SUCCESS, Backend, TaskMeta
 
 _ReturnType = TypeVar("_ReturnType")
 
@@ -101,9 +102,7 @@ class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
         meta = await self.backend.aget_task_meta(task_id)
         return meta.status in READY_STATES
 
-    async def get_result(
-        self, task_id: str, with_logs: bool = False
-    ) -> TaskiqResult[_ReturnType]:
+    async def get_result(self, task_id: str, with_logs: bool = False) -> TaskiqResult[_ReturnType]:
         """The result, or :class:`ResultIsMissingError` when the task has none."""
         meta = await self.backend.aget_task_meta(task_id)
         if meta.status not in READY_STATES:
