@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from taskiq import AsyncResultBackend, TaskiqResult
 from taskiq.depends.progress_tracker import TaskProgress
-from taskiq.exceptions import ResultGetError, TaskiqError, TaskiqResultTimeoutError
+from taskiq.exceptions import ResultGetError, TaskiqResultTimeoutError
 
 import resultstore
 from resultstore import EXCEPTION_STATES, FAILURE, READY_STATES, SUCCESS, Backend, TaskMeta
@@ -32,6 +32,10 @@ EXTRA = "taskiq"
 
 class ResultIsMissingError(ResultGetError):
     """``get_result`` of a task that has no result (yet, or no longer)."""
+
+    __template__ = "task {task_id!r} has no result (state {state})"
+    task_id: str
+    state: str
 
 
 class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
@@ -88,7 +92,7 @@ class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
     async def set_result(self, task_id: str, result: TaskiqResult[_ReturnType]) -> None:
         fields = result.model_dump(mode="json")
         if result.is_err:
-            value: Any = result.error or TaskiqError(f"task {task_id} failed without an error")
+            value: Any = result.error or RuntimeError(f"task {task_id} failed without an error")
             state = FAILURE
         else:
             value, state = fields.pop("return_value"), SUCCESS
@@ -106,7 +110,7 @@ class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
         """The result, or :class:`ResultIsMissingError` when the task has none."""
         meta = await self.backend.aget_task_meta(task_id)
         if meta.status not in READY_STATES:
-            raise ResultIsMissingError(f"task {task_id!r} has no result (state {meta.status})")
+            raise ResultIsMissingError(task_id=task_id, state=meta.status)
         return await self._take(meta, with_logs)
 
     async def wait_result(

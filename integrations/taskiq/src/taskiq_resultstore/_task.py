@@ -73,7 +73,7 @@ def push_waits(broker: _B) -> _B:
         broker.decorator_class = PushDecoratedTask
     elif not issubclass(broker.decorator_class, PushDecoratedTask):
         # A broker with a task class of its own (taskiq's shared broker): keep it.
-        broker.decorator_class = type(
+        broker.decorator_class = type(  # type: ignore[assignment]
             "Push" + broker.decorator_class.__name__,
             (PushDecoratedTask, broker.decorator_class),
             {},
