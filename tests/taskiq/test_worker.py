@@ -47,7 +47,11 @@ class App:
             "1",
         ]
         self.worker = WorkerProcess(argv, {**store.env, "TQ_QUEUE": self.queue}, tmp / "worker.log")
-        self._wait_until_serving()
+        try:
+            self._wait_until_serving()
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def results(self) -> ResultStoreBackend[Any]:
