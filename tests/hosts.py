@@ -130,20 +130,3 @@ def python(code: str, env: dict[str, str], timeout: float = 60) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
-
-
-def install_in_fresh_venv(tmp_path: Path, *projects: Path) -> Path:
-    """Build the core's, memory://'s and ``projects``' wheels, pip-install them (their
-    dependencies from the index) into a fresh venv, and return its python: a
-    distribution works as a user installs it, not only as an editable checkout."""
-    from .test_packaging import run  # the packaging test's runner: bounded, with output
-
-    wheels = tmp_path / "wheels"
-    build = ("-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", wheels)
-    for project in (ROOT, ROOT / "plugins" / "memory_backend", *projects):
-        run(sys.executable, *build, project, cwd=tmp_path)
-    venv = tmp_path / "venv"
-    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
-    python = venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "--quiet", *sorted(wheels.iterdir()), cwd=tmp_path)
-    return python
