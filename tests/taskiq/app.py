@@ -8,6 +8,7 @@ The test process builds the same broker with :func:`make_broker`.
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 from typing import Any
 
 from taskiq import AsyncBroker, Context, TaskiqDepends
@@ -17,6 +18,8 @@ from taskiq_redis import ListQueueBroker
 from taskiq_resultstore import ResultStoreBackend, push_waits
 
 from ..hostenv import REDIS_URL, store_from_env
+
+WHEN = datetime(2026, 11, 30, 12, 0, 0, 250000, tzinfo=timezone.utc)
 
 
 class Refused(Exception):
@@ -30,6 +33,10 @@ def make_broker(queue: str, url: str, options: dict[str, Any]) -> AsyncBroker:
     @broker.task(task_name="add")
     async def add(x: int, y: int) -> int:
         return x + y
+
+    @broker.task(task_name="when")
+    async def when() -> datetime:
+        return WHEN
 
     @broker.task(task_name="fail")
     async def fail(text: str) -> None:

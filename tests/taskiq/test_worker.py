@@ -22,7 +22,7 @@ from resultstore import SUCCESS, Backend
 from taskiq_resultstore import ResultStoreBackend, ResultStoreTask
 
 from ..hosts import START_DEADLINE, Store, WorkerProcess, python
-from .app import Refused, make_broker
+from .app import WHEN, Refused, make_broker
 
 pytestmark = pytest.mark.timeout(120)
 DEADLINE = 30.0  # a wait that must succeed; never reached when green
@@ -117,6 +117,13 @@ def test_a_result_comes_back_by_push_with_everything_taskiq_stored(app: App) -> 
             "error": None,
         }
     }
+
+
+def test_the_task_return_type_is_applied_as_taskiq_does(app: App) -> None:
+    task = app.send("when")
+    result = app.run(task.wait_result(timeout=DEADLINE))
+    assert result.return_value == WHEN  # stored as taskiq's JSON (a string), parsed back
+    assert app.results.backend.get_result(task.task_id) == "2026-11-30T12:00:00.250000Z"
 
 
 def test_a_failure_keeps_its_type_message_and_traceback(app: App) -> None:

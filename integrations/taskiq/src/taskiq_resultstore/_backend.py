@@ -111,14 +111,14 @@ class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
         meta = await self.backend.aget_task_meta(task_id)
         if meta.status not in READY_STATES:
             raise ResultIsMissingError(task_id=task_id, state=meta.status)
-        return await self._take(meta, with_logs)
+        return await self.take(meta, with_logs)
 
     async def wait_result(
         self, task_id: str, timeout: float | None = None, with_logs: bool = False
     ) -> TaskiqResult[_ReturnType]:
         """Wait for the result by push (the plugin's channel, or the core's one poller),
         not taskiq's poll every 0.2 s: ``TaskiqResultTimeoutError`` after ``timeout``."""
-        return await self._take(await self.wait_ready(task_id, timeout), with_logs)
+        return await self.take(await self.wait_ready(task_id, timeout), with_logs)
 
     async def wait_ready(self, task_id: str, timeout: float | None = None) -> TaskMeta:
         """Wait by push until the task is ready; its record, left in the store."""
@@ -128,7 +128,8 @@ class ResultStoreBackend(AsyncResultBackend[_ReturnType]):
         except resultstore.TimeoutError:
             raise TaskiqResultTimeoutError(timeout=timeout) from None
 
-    async def _take(self, meta: TaskMeta, with_logs: bool) -> TaskiqResult[_ReturnType]:
+    async def take(self, meta: TaskMeta, with_logs: bool) -> TaskiqResult[_ReturnType]:
+        """A ready record as ``get_result`` returns it (deleted if not ``keep_results``)."""
         result = self.to_taskiq(meta)
         if not self.keep_results:
             await self.backend.aforget(meta.task_id)

@@ -9,16 +9,19 @@ channel instead: the call a taskiq user already writes then waits by push.
 
 from __future__ import annotations
 
+import logging
 from copy import copy
 from typing import Any, TypeVar
 
 from taskiq import AsyncBroker, TaskiqResult
+from taskiq.compat import parse_obj_as
 from taskiq.decor import AsyncTaskiqDecoratedTask
 from taskiq.kicker import AsyncKicker
 from taskiq.task import AsyncTaskiqTask
 
 from ._backend import ResultStoreBackend
 
+logger = logging.getLogger("taskiq.task")  # where taskiq's own task logs the same warning
 _T = TypeVar("_T")
 _B = TypeVar("_B", bound=AsyncBroker)
 
@@ -37,10 +40,16 @@ class ResultStoreTask(AsyncTaskiqTask[_T]):
         backend = self.result_backend
         if not isinstance(backend, ResultStoreBackend):
             return await super().wait_result(check_interval, timeout, with_logs)
-        await backend.wait_ready(self.task_id, timeout if timeout > 0 else None)
-        # The ready result is read again through get_result, which applies the task's
-        # return type (and keep_results) exactly as taskiq's own path does.
-        return await self.get_result(with_logs=with_logs)
+        meta = await backend.wait_ready(self.task_id, timeout if timeout > 0 else None)
+        # The wait's last read is the result: no second round trip through get_result,
+        # whose parsing of the task's return type this repeats.
+        result: TaskiqResult[_T] = await backend.take(meta, with_logs)
+        if self.return_type is not None:
+            try:
+                result.return_value = parse_obj_as(self.return_type, result.return_value)
+            except ValueError:
+                logger.warning("Cannot parse return type into %s", self.return_type)
+        return result
 
 
 class PushKicker(AsyncKicker[Any, _T]):
