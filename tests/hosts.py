@@ -16,10 +16,12 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import celery
 import pytest
 import redis
 import sqlalchemy as sa
@@ -130,3 +132,19 @@ def python(code: str, env: dict[str, str], timeout: float = 60) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
+
+
+@contextmanager
+def celery_reader(store: Store) -> Iterator[celery.Celery]:
+    """A Celery app whose own result backend reads ``store`` (Celery has no reader for
+    the example file:// plugin's layout: a test skips that store)."""
+    if store.name == "file":
+        pytest.skip("Celery has no result backend for the example file:// plugin")
+    app = celery.Celery(f"hosts-{uuid.uuid4().hex[:8]}", set_as_current=False)
+    # Celery's database backend takes SQLAlchemy's default driver, psycopg2: name psycopg 3.
+    url = store.url.replace("db+postgresql://", "db+postgresql+psycopg://")
+    app.conf.update(result_backend=url, **store.options)
+    try:
+        yield app
+    finally:
+        app.close()

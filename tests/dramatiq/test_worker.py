@@ -23,7 +23,7 @@ from dramatiq.results import ResultFailure, ResultMissing, ResultTimeout
 from dramatiq_resultstore import ResultStoreBackend
 
 from ..hostenv import REDIS_URL
-from ..hosts import START_DEADLINE, Store, WorkerProcess, python
+from ..hosts import START_DEADLINE, Store, WorkerProcess, celery_reader, python
 from .app import make_broker
 
 pytestmark = pytest.mark.timeout(120)
@@ -191,3 +191,17 @@ def test_results_read_from_another_process(app: App) -> None:
         "plain": 42,
         "plain_error": ["Refused", ["nope"]],
     }
+
+
+def test_celery_reads_a_dramatiq_result(app: App) -> None:
+    ok, failed = app.send("add", 5, 5), app.send("fail", "celery sees it")
+    assert ok.get_result(block=True, timeout=DEADLINE_MS) == 10
+    with pytest.raises(ResultFailure):
+        failed.get_result(block=True, timeout=DEADLINE_MS)
+    with celery_reader(app.store) as celery_app:
+        assert celery_app.AsyncResult(ok.message_id).get(timeout=DEADLINE_MS / 1000) == 10
+        result = celery_app.AsyncResult(failed.message_id)
+        assert result.state == "FAILURE"
+        # Celery does not import the app's class named in the record: its own stand-in.
+        assert type(result.result).__name__ == "Refused"
+        assert result.result.args == ("celery sees it",)

@@ -21,7 +21,7 @@ from taskiq.task import AsyncTaskiqTask
 from resultstore import SUCCESS, Backend
 from taskiq_resultstore import ResultStoreBackend, ResultStoreTask
 
-from ..hosts import START_DEADLINE, Store, WorkerProcess, python
+from ..hosts import START_DEADLINE, Store, WorkerProcess, celery_reader, python
 from .app import WHEN, Refused, make_broker
 
 pytestmark = pytest.mark.timeout(120)
@@ -223,3 +223,15 @@ def test_a_result_written_by_resultstore_reads_as_a_taskiq_result(app: App) -> N
     assert (result.is_err, result.return_value, result.execution_time) == (True, None, 0.0)
     assert type(result.error) is KeyError
     assert result.error.args == ("k",)
+
+
+def test_celery_reads_a_taskiq_result(app: App) -> None:
+    ok, failed = app.send("add", 5, 5), app.send("fail_builtin", "celery sees it")
+    for task in (ok, failed):
+        app.run(task.wait_result(timeout=DEADLINE))
+    with celery_reader(app.store) as celery_app:
+        assert celery_app.AsyncResult(ok.task_id).get(timeout=DEADLINE) == 10
+        result = celery_app.AsyncResult(failed.task_id)
+        assert result.state == "FAILURE"
+        assert type(result.result) is ValueError
+        assert result.result.args == ("celery sees it",)
