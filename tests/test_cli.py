@@ -456,6 +456,21 @@ def test_show_json(store: Backend, url: str) -> None:
     ]
 
 
+def test_show_a_hosts_extra_fields(store: Backend, url: str) -> None:
+    store.store_result("tq", 5, "SUCCESS", extra={"taskiq": {"labels": {"a": 1}}})
+    run = cli_run("--backend", url, "show", "tq")
+    expected = block(
+        "task       tq",
+        "state      SUCCESS",
+        "result     5",
+        f"date_done  {date_done(store, 'tq')}",
+        "taskiq     {'labels': {'a': 1}}",
+    )
+    assert run == Run(0, expected, "")
+    [record] = json_lines(cli_run("--backend", url, "show", "tq", "--json").out)
+    assert record["taskiq"] == {"labels": {"a": 1}}
+
+
 def test_show_extended_fields(store: Backend, url: str) -> None:
     # The database keeps the extended fields but (like Celery's) no group_id or parent_id.
     store.mark_as_done("ext", 42, request=INFO)
