@@ -242,12 +242,23 @@ def table(figures: list[Figures], batch: int) -> str:
     own = {f.system: f for f in figures if f.backend == "own"}
     for f in figures:
         ratio = own[f.system].p50 / f.p50
-        compare = "" if f.backend == "own" else f"{ratio:.1f}x lower"
+        if f.backend == "own":
+            compare = ""
+        elif ratio >= 1:
+            compare = f"{ratio:.1f}x lower"
+        else:
+            compare = f"{1 / ratio:.1f}x higher"
         lines.append(
             f"| {f.system} | {f.backend} | {f.p50 * 1000:.2f} ms | {f.p90 * 1000:.2f} ms "
             f"| {f.batch * 1000:.0f} ms | {compare} |"
         )
     return "\n".join(lines)
+
+
+def _load() -> str:
+    """The 1-minute load average: on 2 cores, every runnable process beyond two delays
+    each thread hop of a wake-up by a scheduling slice."""
+    return f"{os.getloadavg()[0]:.1f}"
 
 
 def main() -> None:
@@ -272,7 +283,8 @@ def main() -> None:
             f"Measured {datetime.now(timezone.utc):%Y-%m-%d} on {platform.machine()}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, taskiq "
             f"{taskiq.__version__}, dramatiq {dramatiq.__version__}; {args.rounds} round "
-            "trips per backend after 10 of warm-up, one run."
+            f"trips per backend after 10 of warm-up, one run; load average {_load()} "
+            "when it ended (other work on the machine)."
         )
         write_section("<!-- hosts -->", "<!-- /hosts -->", f"{info}\n\n{out}")
 
