@@ -27,6 +27,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -73,7 +74,8 @@ def worker(system: str, backend: str, queue: str) -> Iterator[subprocess.Popen[b
         argv += ["--threads", "8"]
     env = {**os.environ, "HB_SYSTEM": system, "HB_BACKEND": backend, "HB_QUEUE": queue}
     env["PYTHONPATH"] = os.pathsep.join([str(HERE), env.get("PYTHONPATH", "")])
-    log = open(HERE / f".{system}-worker.log", "wb")  # noqa: SIM115 -- closed below
+    # Outside the tree: read it when a worker fails to start.
+    log = open(Path(tempfile.gettempdir()) / f"hosts-bench-{system}-worker.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen([sys.executable, *argv], cwd=HERE, env=env, stdout=log, stderr=log)
     try:
         yield proc
@@ -93,7 +95,7 @@ def ready(proc: subprocess.Popen[bytes], round_trip: Callable[[int], float]) -> 
     deadline = time.monotonic() + READY_DEADLINE
     while True:
         if proc.poll() is not None:
-            raise SystemExit(f"the worker exited with {proc.returncode}")
+            raise SystemExit(f"the worker exited with {proc.returncode}; see its log in /tmp")
         try:
             round_trip(-1)
             return
