@@ -12,12 +12,17 @@ EXAMPLE = examples/file_backend
 
 $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_backend/pyproject.toml \
 		plugins/db_backend/pyproject.toml \
+		integrations/taskiq/pyproject.toml integrations/dramatiq/pyproject.toml \
 		$(EXAMPLE)/pyproject.toml \
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --group dev -e '.[memory,cli]' -e plugins/memory_backend \
 		-e plugins/redis_backend -e 'plugins/db_backend[postgresql,mysql]'
+	# The taskiq and dramatiq bridges bring their task systems (their pyproject's
+	# dependencies); the tests' real workers also need those systems' brokers.
+	$(BIN)/python -m pip install --quiet -e 'integrations/taskiq[test]' \
+		-e 'integrations/dramatiq[test]'
 	# The example third-party plugin is installed the way a user installs one: not editable.
 	$(BIN)/python -m pip install --quiet ./$(EXAMPLE)
 	touch $@

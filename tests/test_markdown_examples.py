@@ -25,6 +25,8 @@ FILES = (
     "plugins/redis_backend/README.md",
     "plugins/db_backend/README.md",
     "examples/file_backend/README.md",
+    "integrations/taskiq/README.md",
+    "integrations/dramatiq/README.md",
 )
 BLOCK = re.compile(r"(?:<!-- not run: (?P<why>[^>]+?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 TIMEOUT = 60

@@ -27,7 +27,7 @@ from ._errors import (
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
 from ._hookspecs import ASYNC_PREFIX
-from ._meta import TaskInfo, TaskMeta
+from ._meta import TaskInfo, TaskMeta, check_extra
 from ._plugins import (
     BackendConfig,
     Capability,
@@ -185,15 +185,17 @@ class Backend(Waits, Groups):
         *,
         expires: Expires | _Default = DEFAULT,
         overwrite: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Store ``state`` with ``result`` for ``task_id``.
 
         Returns ``False`` when the task is already in a ready state and
         ``overwrite`` is false: a late or duplicate write never replaces a
         final state. Raises :class:`EncodeError` (storing nothing) when the
-        result cannot be serialized.
+        result cannot be serialized. ``extra`` are a host's own fields (see
+        :attr:`TaskMeta.extra`), stored beside Celery's where its readers ignore them.
         """
-        meta = self._task_meta(task_id, result, state, traceback, request)
+        meta = self._task_meta(task_id, result, state, traceback, request, extra)
         written = bool(self._store(meta=meta, ttl=self._ttl(expires), overwrite=overwrite))
         if self._observed:
             self._hook.result_stored(meta=meta, written=written)
@@ -209,13 +211,14 @@ class Backend(Waits, Groups):
         *,
         expires: Expires | _Default = DEFAULT,
         overwrite: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """:meth:`store_result` for coroutines: never blocks the event loop.
 
         Observers (``result_stored``) are called on the loop, as they are in the
         storing thread by :meth:`store_result`.
         """
-        meta = self._task_meta(task_id, result, state, traceback, request)
+        meta = self._task_meta(task_id, result, state, traceback, request, extra)
         ttl = self._ttl(expires)
         written = bool(await self._acall("store_result", meta=meta, ttl=ttl, overwrite=overwrite))
         self._hook.result_stored(meta=meta, written=written)
@@ -228,6 +231,7 @@ class Backend(Waits, Groups):
         state: str,
         traceback: str | None,
         request: TaskInfo | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> TaskMeta:
         """The meta to store: arguments checked, an exception turned into its dict."""
         validate_task_id(task_id)
@@ -258,6 +262,7 @@ class Backend(Waits, Groups):
             worker=info.worker if extended else None,
             retries=info.retries if extended else None,
             queue=info.queue if extended else None,
+            extra=check_extra(extra),
         )
 
     def run(

@@ -198,6 +198,17 @@ class BackendTests(HostTests, ForkTests, RestartTests):
         got = (meta.name, meta.args, meta.kwargs, meta.worker, meta.retries, meta.queue)
         assert got == ("tasks.add", [1, 2], {"z": 3}, "w1", 2, "q1")
 
+    def test_extra_fields_round_trip(self, backend: Backend, other: Backend, task_id: str) -> None:
+        # A host's own fields (taskiq's labels and timings): every later state keeps only its own.
+        extra = {"host": "taskiq", "labels": {"a": [1, "b"]}, "execution_time": 0.25}
+        assert backend.store_result(task_id, {"i": 1}, "PROGRESS", extra={"host": "p"}) is True
+        assert other.get_task_meta(task_id).extra == {"host": "p"}
+        assert backend.store_result(task_id, 7, SUCCESS, extra=extra) is True
+        assert (other.get_task_meta(task_id).extra, other.get_result(task_id)) == (extra, 7)
+        assert other.get_many([task_id])[task_id].extra == extra
+        assert backend.store_result(task_id, 8, SUCCESS, overwrite=True) is True
+        assert other.get_task_meta(task_id).extra is None
+
     def test_group_and_parent_ids(self, backend: Backend, task_id: str) -> None:
         if not self.keeps_group_ids:
             pytest.skip("the engine's schema has no group_id/parent_id (Celery's SQL tables)")
