@@ -20,10 +20,10 @@ from ._args import (
     validate_task_id,
 )
 from ._backend_groups import Groups
+from ._backend_marks import Marks
 from ._backend_waits import Waits
 from ._errors import (
     PluginValidationError,
-    TaskRevokedError,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
 from ._hookspecs import ASYNC_PREFIX
@@ -37,12 +37,8 @@ from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
     EXCEPTION_STATES,
-    FAILURE,
     READY_STATES,
-    RETRY,
     REVOKED,
-    STARTED,
-    SUCCESS,
 )
 from ._url import URL
 
@@ -66,7 +62,7 @@ def _ignore(count: int) -> None:
     pass
 
 
-class Backend(Waits, Groups):
+class Backend(Marks, Waits, Groups):
     """A result store selected by URL.
 
     >>> backend = Backend("memory://")
@@ -280,60 +276,6 @@ class Backend(Waits, Groups):
 
     def _probe_encode(self, value: object) -> object:
         return self.codec.dumps(value, "exception argument")
-
-    def mark_as_started(
-        self, task_id: str, meta: Mapping[str, Any] | None = None, request: TaskInfo | None = None
-    ) -> bool:
-        return self.store_result(task_id, dict(meta or {}), STARTED, request=request)
-
-    def mark_as_done(
-        self,
-        task_id: str,
-        result: Any,
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        return self.store_result(task_id, result, SUCCESS, request=request, expires=expires)
-
-    def mark_as_failure(
-        self,
-        task_id: str,
-        exc: BaseException,
-        traceback: str | None = None,
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        self._require_exception(exc)
-        return self.store_result(task_id, exc, FAILURE, traceback, request, expires=expires)
-
-    def mark_as_retry(
-        self,
-        task_id: str,
-        exc: BaseException,
-        traceback: str | None = None,
-        request: TaskInfo | None = None,
-    ) -> bool:
-        self._require_exception(exc)
-        return self.store_result(task_id, exc, RETRY, traceback, request)
-
-    def mark_as_revoked(
-        self,
-        task_id: str,
-        reason: str = "revoked",
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        return self.store_result(
-            task_id, TaskRevokedError(reason), REVOKED, request=request, expires=expires
-        )
-
-    @staticmethod
-    def _require_exception(exc: object) -> None:
-        if not isinstance(exc, BaseException):
-            raise TypeError(f"exc must be an exception instance, got {type(exc).__name__}")
 
     # --- reading -------------------------------------------------------------------
 
