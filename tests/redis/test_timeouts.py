@@ -178,6 +178,20 @@ def test_closing_a_backend_on_a_frozen_server_is_quick(server: RedisServer, wait
         backend.close()
 
 
+def test_a_wait_for_a_free_pooled_connection_ends_on_time(server: RedisServer) -> None:
+    """All of the pool's connections busy: a wait with a deadline waits for one until
+    then, not for the pool's own 30 s."""
+    with Backend(server.url, options={"redis_max_connections": 1}) as backend:
+        assert backend.mark_as_started("Task-1")
+        pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
+        held = pool.get_connection()
+        try:
+            waiter = Waiting("get", backend, ["Task-1"], BEFORE, warm=False)
+            assert_timed_out(waiter, ["Task-1"], BEFORE, "PENDING")
+        finally:
+            pool.release(held)
+
+
 class FreezeAfterRead:
     """A wrapper plugin: the server freezes as the first read of a task ends, so the
     subscriber connection that the wait opens next meets a frozen server."""
