@@ -6,8 +6,8 @@ next command that contains it and then drops that client connection:
 - ``after_reply=True``: once the server's reply has come (the server ran the command),
   the reply is thrown away instead of forwarded. A NOSCRIPT reply is forwarded and the
   trap stays armed (redis-py loads the script and sends EVALSHA again).
-- ``after_reply=False``: at once, without waiting for the reply; with ``refuse=True``
-  the proxy also stops listening, so every reconnect is refused.
+- ``after_reply=False``: at once, the command sent by the client and lost on the way;
+  with ``refuse=True`` the proxy also stops listening, so every reconnect is refused.
 
 ``dropped`` is set when the trap has fired. Commands on a connection are one at a time
 (request, then reply), so the first reply after the marked command is its reply.
@@ -73,7 +73,7 @@ class DroppingProxy:
                 trap = self._trap
                 fire = trap is not None and trap.marker in data
             if fire and trap is not None and not trap.after_reply:
-                _forward(server, data)
+                # Not forwarded: the server's reply would race the close to the client.
                 self._fire(client, server, trap)
                 return
             if fire:
@@ -99,10 +99,11 @@ class DroppingProxy:
             if self._trap is not trap:
                 return
             self._trap = None
-        if trap.refuse:
+        # Set first: the client sees the close, and the test asks at once.
+        self.dropped.set()
+        if trap.refuse:  # before the close, or a quick reconnect could still get in
             self._stop_listening()
         _close(client, server)
-        self.dropped.set()
 
     def _stop_listening(self) -> None:
         # shutdown() wakes the accept() blocked in another thread; close() alone does not.

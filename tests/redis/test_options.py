@@ -472,7 +472,7 @@ class TestOptions:
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
             held = pool.get_connection()
             with pytest.raises(
-                BackendUnavailable, match=r"no connection came free within 0.3 s \(all 1 in use\)"
+                BackendUnavailable, match=r"no connection came free within 0\.30 s \(all 1 in use\)"
             ):
                 backend.mark_as_done("t", 1)  # waited POOL_WAIT, then gave up
             release = threading.Timer(0.1, pool.release, [held])

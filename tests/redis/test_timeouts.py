@@ -14,9 +14,11 @@ joined with a deadline: a regression fails, never hangs.
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +26,7 @@ import pytest
 
 import resultstore
 from resultstore import Backend, BackendUnavailable
+from resultstore_redis import RedisBackend
 
 from ..frozen_waits import (
     BEFORE,
@@ -113,6 +116,62 @@ def test_closing_a_backend_on_a_frozen_server_is_quick(server: RedisServer, wait
             print(f"close() on a frozen server: {closing.elapsed:.3f} s")
             assert closing.elapsed < 0.5, closing.elapsed
     finally:
+        backend.close()
+
+
+def test_a_wait_for_a_free_pooled_connection_ends_on_time(server: RedisServer) -> None:
+    """All of the pool's connections busy: a wait with a deadline waits for one until
+    then, not for the pool's own 30 s."""
+    with Backend(server.url, options={"redis_max_connections": 1}) as backend:
+        assert backend.mark_as_started("Task-1")
+        pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
+        held = pool.get_connection()
+        try:
+            waiter = Waiting("get", backend, ["Task-1"], BEFORE, warm=False)
+            assert_timed_out(waiter, ["Task-1"], BEFORE, "PENDING")
+        finally:
+            pool.release(held)
+
+
+class FreezeAfterRead:
+    """A wrapper plugin: the server freezes as the first read of a task ends, so the
+    subscriber connection that the wait opens next meets a frozen server."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.frozen = False
+
+    @resultstore.hookimpl(wrapper=True)
+    def get(self, task_id: str) -> Generator[None, Any, Any]:
+        meta = yield
+        if not self.frozen:
+            self.frozen = True
+            os.kill(self.pid, signal.SIGSTOP)
+        return meta
+
+
+def test_closing_while_the_listener_connects_to_a_frozen_server_is_quick(
+    server: RedisServer,
+) -> None:
+    backend = Backend(server.url)
+    freeze = FreezeAfterRead(pid(server))
+    try:
+        assert backend.mark_as_started("Task-1")
+        backend.add_plugin(freeze)
+        waiter = Waiting("get", backend, ["Task-1"], BEFORE, warm=False)
+        assert_timed_out(waiter, ["Task-1"], BEFORE, "STARTED")
+        plugin = backend.plugin
+        assert isinstance(plugin, RedisBackend)
+        (channel,) = plugin._channels
+        wait_until(lambda: channel._connecting is not None, "the listener is connecting")
+        closing = Worker(backend.close)
+        closing.start()
+        closing.finish(DEADLINE)
+        print(f"close() while the listener connects to a frozen server: {closing.elapsed:.3f} s")
+        assert closing.elapsed < 0.5, closing.elapsed
+    finally:
+        if freeze.frozen:
+            os.kill(pid(server), signal.SIGCONT)
         backend.close()
 
 

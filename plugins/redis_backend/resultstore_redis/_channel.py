@@ -48,6 +48,7 @@ class RedisChannel:
         self._confirm: dict[str, threading.Event] = {}
         self._recheck: set[str] = set()
         self._conn: Any = None
+        self._connecting: Any = None  # the connection the listener is opening, for close()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -93,10 +94,15 @@ class RedisChannel:
         self._stop.set()
         with self._lock:
             conn, self._conn = self._conn, None
+            connecting = self._connecting
             self._ids.clear()
         if conn is not None:
             with self._send_lock:  # see _send: no send can reopen it after this
                 conn.disconnect()
+        if connecting is not None:
+            # A handshake with a server that stopped answering would hold the listener
+            # for redis_socket_connect_timeout: closing the socket ends it now.
+            connecting.disconnect()
         self._thread.join(timeout=5)
 
     def subscribed_ids(self) -> frozenset[str]:
@@ -132,7 +138,15 @@ class RedisChannel:
             conn = None
             try:
                 conn = self._connect()
-                conn.connect()
+                with self._lock:
+                    if self._stop.is_set():
+                        break
+                    self._connecting = conn
+                try:
+                    conn.connect()
+                finally:
+                    with self._lock:
+                        self._connecting = None
                 self._resubscribe(conn)
                 backoff = _FIRST_BACKOFF
                 while not self._stop.is_set():
