@@ -1,5 +1,5 @@
 # The two commands a newcomer runs (see README):
-#   make demo   set up .venv and run the lifecycle demo on memory://
+#   make demo   set up .venv and run the lifecycle demo (worker processes on db+sqlite://)
 #   make test   set up .venv, lint, type-check and run every test
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_bac
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[memory,cli,test]' -e plugins/memory_backend \
+	$(BIN)/python -m pip install --quiet --group dev -e '.[memory,cli]' -e plugins/memory_backend \
 		-e plugins/redis_backend -e 'plugins/db_backend[postgresql,mysql]'
 	# The example third-party plugin is installed the way a user installs one: not editable.
 	$(BIN)/python -m pip install --quiet ./$(EXAMPLE)

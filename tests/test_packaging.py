@@ -1,11 +1,15 @@
-"""Build the core and memory wheels, install them into a fresh venv, and use them there."""
+"""Packaging: the core and memory wheels work in a fresh venv, and every distribution
+(core, plugins, example, integrations) is fit to publish: license, README, URLs, types."""
 
 from __future__ import annotations
 
+import email
 import os
 import subprocess
 import sys
+import tarfile
 import textwrap
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -115,3 +119,76 @@ def test_wheels_install_and_work_in_a_fresh_venv(tmp_path: Path) -> None:
     demo = run(command, "demo", "memory://demo", cwd=tmp_path)
     assert "join() re-raised the failure: ZeroDivisionError: division by zero" in demo
     assert demo.endswith("forgot 6 results and the group; left: none\n")
+
+
+# --- every distribution is fit to publish --------------------------------------------------
+
+DISTRIBUTIONS = sorted(
+    [
+        ROOT,
+        *(
+            p.parent
+            for d in ("plugins", "examples", "integrations")
+            for p in ROOT.glob(f"{d}/*/pyproject.toml")
+        ),
+    ]
+)
+DEV_TOOLS = ("mypy", "ruff", "hatchling", "pytest")
+
+
+def _build(project: Path, out: Path) -> tuple[Path, Path]:
+    run(
+        sys.executable,
+        "-m",
+        "hatchling",
+        "build",
+        "-t",
+        "wheel",
+        "-t",
+        "sdist",
+        "-d",
+        out,
+        cwd=project,
+    )
+    (wheel,) = out.glob("*.whl")
+    (sdist,) = out.glob("*.tar.gz")
+    return wheel, sdist
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "project", DISTRIBUTIONS, ids=lambda p: p.relative_to(ROOT).as_posix() or "core"
+)
+def test_each_distribution_carries_its_license_readme_urls_and_types(
+    project: Path, tmp_path: Path
+) -> None:
+    wheel, sdist = _build(project, tmp_path)
+    license_text = (ROOT / "LICENSE").read_text()
+    assert (project / "LICENSE").read_text() == license_text, "a LICENSE differs from the root's"
+
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        dist_info = next(n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.message_from_bytes(archive.read(f"{dist_info}/METADATA"))
+        assert archive.read(f"{dist_info}/licenses/LICENSE").decode() == license_text
+    packages = {n.split("/")[0] for n in names if not n.startswith(dist_info)}
+    assert all(f"{package}/py.typed" in names for package in packages), (packages, names)
+
+    assert metadata["License-Expression"] == "BSD-3-Clause"
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    readme = metadata.get_payload()
+    assert isinstance(readme, str)
+    assert readme.startswith("# "), readme[:80]
+    assert len(readme) > 300, "the long description is a stub"
+    urls = dict(u.split(", ", 1) for u in metadata.get_all("Project-URL") or [])
+    assert set(urls) >= {"Homepage", "Source", "Issues"}, urls
+    classifiers = metadata.get_all("Classifier") or []
+    assert "Typing :: Typed" in classifiers
+    assert "Programming Language :: Python :: 3.10" in classifiers
+    requires = [r.split(";")[0].strip() for r in metadata.get_all("Requires-Dist") or []]
+    leaked = [r for r in requires if r.startswith(DEV_TOOLS)]
+    assert leaked == [], f"development tools published as dependencies: {leaked}"
+
+    with tarfile.open(sdist) as archive:
+        top = {Path(n).relative_to(Path(n).parts[0]).as_posix() for n in archive.getnames()}
+    assert {"LICENSE", "README.md", "pyproject.toml", "PKG-INFO"} <= top, sorted(top)

@@ -208,7 +208,8 @@ def test_backend_repr_masks_the_password(anyurl: str) -> None:
         (
             f"db+postgresql://u:{SECRET}@h/db",
             "no resultstore backend for scheme 'db+postgresql' in 'db+postgresql://u:****@h/db'; "
-            "install it with: pip install resultstore-db; installed schemes: {installed}",
+            'install it with: pip install "resultstore-db[postgresql]"; '
+            "installed schemes: {installed}",
         ),
         (
             f"sentinel://:{SECRET}@h1:26379;sentinel://:{SECRET}@h2:26379/0",

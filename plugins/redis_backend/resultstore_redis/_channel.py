@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from resultstore import DecodeError, OnChange, TaskMeta
+from resultstore import DecodeError, OnChange, TaskMeta, time_left
 
 log = logging.getLogger("resultstore.redis")
 
@@ -64,15 +64,18 @@ class RedisChannel:
             events = [self._confirm.setdefault(ch, threading.Event()) for ch in channels]
         if not self._send(conn, "SUBSCRIBE", *channels):
             return
+        # A wait with a deadline waits for the confirmation until that deadline at
+        # most: on a server that stopped answering, the read that follows fails on
+        # time and the wait ends with its timeout.
+        bound = time_left(_CONFIRM_TIMEOUT)
         for event in events:
-            if not event.wait(_CONFIRM_TIMEOUT):
+            if not event.wait(bound):
                 # Re-check these when the confirmation does come: the core's read
                 # may have run before the subscription took effect.
                 with self._lock:
                     self._recheck.update(ch for ch in channels if ch in self._ids)
                 log.warning(
-                    "subscription not confirmed within %ss; re-checking when it is",
-                    _CONFIRM_TIMEOUT,
+                    "subscription not confirmed within %.2fs; re-checking when it is", bound
                 )
                 return
 
@@ -181,6 +184,9 @@ class RedisChannel:
             task_id = self._ids.get(channel)
             if task_id is None:
                 return  # unsubscribed meanwhile
+            if not response[2]:  # a result too big to publish: the core reads the key
+                self._on_change(task_id, None)
+                return
             try:
                 meta: TaskMeta | None = self._decode(task_id, response[2])
             except DecodeError:
