@@ -1,5 +1,5 @@
 # The two commands a newcomer runs (see README):
-#   make demo   set up .venv and run the lifecycle demo on memory://
+#   make demo   set up .venv and run the lifecycle demo (worker processes on db+sqlite://)
 #   make test   set up .venv, lint, type-check and run every test
 PYTHON ?= python3
 VENV ?= .venv
@@ -12,12 +12,17 @@ EXAMPLE = examples/file_backend
 
 $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_backend/pyproject.toml \
 		plugins/db_backend/pyproject.toml \
-		$(EXAMPLE)/pyproject.toml integrations/celery/pyproject.toml \
+		integrations/taskiq/pyproject.toml integrations/dramatiq/pyproject.toml \
+		integrations/celery/pyproject.toml $(EXAMPLE)/pyproject.toml \
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[memory,cli,test]' -e plugins/memory_backend \
+	$(BIN)/python -m pip install --quiet --group dev -e '.[memory,cli]' -e plugins/memory_backend \
 		-e plugins/redis_backend -e 'plugins/db_backend[postgresql,mysql]'
+	# The taskiq and dramatiq bridges bring their task systems (their pyproject's
+	# dependencies); the tests' real workers also need those systems' brokers.
+	$(BIN)/python -m pip install --quiet -e 'integrations/taskiq[test]' \
+		-e 'integrations/dramatiq[test]'
 	# The Celery bridge; its test extra brings Celery (with Redis for the broker) and what
 	# Celery's own integration suite imports.
 	$(BIN)/python -m pip install --quiet -e 'integrations/celery[test]'

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 SMALL = {"user": 1234, "ok": True, "tag": "abcdefgh"}  # about 40 bytes of JSON
@@ -68,3 +69,11 @@ def table(rows: list[Row], subject: str = "resultstore") -> str:
         better = "" if r.higher_is_better else " (lower is better)"
         lines.append(f"| {r.scenario}{better} | {ours} | {raw} | {ratio} |")
     return "\n".join(lines)
+
+
+def write_section(start: str, end: str, body: str) -> None:
+    """Replace what bench/README.md holds between the markers ``start`` and ``end``."""
+    readme = Path(__file__).resolve().parent / "README.md"
+    head, _, rest = readme.read_text().partition(start)
+    _, _, tail = rest.partition(end)
+    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")

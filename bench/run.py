@@ -25,7 +25,7 @@ from pathlib import Path
 import celery
 import redis
 from celery_bench import celery_redis_rows, celery_sql_rows
-from common import LARGE, SMALL, Row, meta_json, percentile, rate, table
+from common import LARGE, SMALL, Row, meta_json, percentile, rate, table, write_section
 from scale import redis_connections, scale_figures, scale_table, sql_connections
 from sql_bench import sql_rows
 from waits import await_latencies, wait_latencies
@@ -163,7 +163,7 @@ def main() -> None:
                 f"redis-py {redis.__version__}; {args.repeat} interleaved repetitions of "
                 f"{args.waits} wake-ups (`bench/run.py --waits-only --write`)."
             )
-            _write_section("<!-- waits -->", "<!-- /waits -->", f"{info}\n\n{waits_table}")
+            write_section("<!-- waits -->", "<!-- /waits -->", f"{info}\n\n{waits_table}")
         return
     sizes = (args.repeat, args.n, args.waits)
     rows = memory_rows(args.repeat, args.n)
@@ -215,16 +215,8 @@ def main() -> None:
             f"({args.waits} wake-ups per latency figure; {min(args.n, 200)} operations for "
             "Celery's database backend)."
         )
-        _write_section("<!-- results -->", "<!-- /results -->", f"{info}\n\n{out}")
-        _write_section("<!-- scale -->", "<!-- /scale -->", scale)
-
-
-def _write_section(start: str, end: str, body: str) -> None:
-    """Replace what bench/README.md holds between the markers ``start`` and ``end``."""
-    readme = HERE / "README.md"
-    head, _, rest = readme.read_text().partition(start)
-    _, _, tail = rest.partition(end)
-    readme.write_text(f"{head}{start}\n{body}\n{end}{tail}")
+        write_section("<!-- results -->", "<!-- /results -->", f"{info}\n\n{out}")
+        write_section("<!-- scale -->", "<!-- /scale -->", scale)
 
 
 if __name__ == "__main__":

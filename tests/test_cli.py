@@ -236,12 +236,12 @@ database       resultstore-db      0.1.0    per URL                             
 db             resultstore-db      0.1.0    per URL                                                ok
 file           resultstore-file    0.1.0    cleanup,counter,groups,revoke,ttl                      ok
 memory         resultstore-memory  0.1.0    async,cleanup,counter,get_many,groups,push,revoke,ttl  ok
-redis          resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-redis+cluster  resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-redis+socket   resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-rediss         resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-sentinel       resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
-unix           resultstore-redis   0.1.0    async,get_many,groups,push,revoke,ttl                  ok
+redis          resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+redis+cluster  resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+redis+socket   resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+rediss         resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+sentinel       resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+unix           resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
 """
 REDIS_SCHEMES = ["redis", "redis+cluster", "redis+socket", "rediss", "sentinel", "unix"]
 
@@ -303,7 +303,7 @@ def test_plugins_json_is_one_object_per_scheme() -> None:
             "distribution": "resultstore-redis",
             "version": "0.1.0",
             "target": "resultstore_redis:RedisBackend",
-            "capabilities": ["async", "get_many", "groups", "push", "revoke", "ttl"],
+            "capabilities": ["async", "counter", "get_many", "groups", "push", "revoke", "ttl"],
             "error": None,
         }
 
@@ -454,6 +454,21 @@ def test_show_json(store: Backend, url: str) -> None:
             "date_done": date_done(store, "bad"),
         },
     ]
+
+
+def test_show_a_hosts_extra_fields(store: Backend, url: str) -> None:
+    store.store_result("tq", 5, "SUCCESS", extra={"taskiq": {"labels": {"a": 1}}})
+    run = cli_run("--backend", url, "show", "tq")
+    expected = block(
+        "task       tq",
+        "state      SUCCESS",
+        "result     5",
+        f"date_done  {date_done(store, 'tq')}",
+        "taskiq     {'labels': {'a': 1}}",
+    )
+    assert run == Run(0, expected, "")
+    [record] = json_lines(cli_run("--backend", url, "show", "tq", "--json").out)
+    assert record["taskiq"] == {"labels": {"a": 1}}
 
 
 def test_show_extended_fields(store: Backend, url: str) -> None:

@@ -11,6 +11,7 @@ pytest_plugins = ["pytester"]
 BROKEN_PLUGINS = textwrap.dedent(
     '''
     import dataclasses
+    import threading
     import time
     import uuid
 
@@ -86,6 +87,78 @@ BROKEN_PLUGINS = textwrap.dedent(
             return dataclasses.replace(super().decode_meta(task_id, data), task_id="someone-else")
 
 
+    class Exchange:
+        """A pub/sub server of one URL: restart() cuts every channel's connection."""
+
+        def __init__(self):
+            self.lock = threading.Lock()
+            self.connected = set()
+
+        def publish(self, task_id, meta):
+            with self.lock:
+                listeners = list(self.connected)
+            for channel in listeners:  # outside the lock: on_change wakes waiters
+                channel.deliver(task_id, meta)
+
+        def restart(self):
+            with self.lock:
+                cut, self.connected = self.connected, set()
+            for channel in cut:
+                channel.reconnect()
+
+
+    EXCHANGES = {}
+
+
+    class _Channel:
+        def __init__(self, exchange, on_change):
+            self.exchange, self.on_change, self.ids = exchange, on_change, set()
+            self.reconnect()
+
+        def reconnect(self):
+            with self.exchange.lock:
+                self.exchange.connected.add(self)
+            for task_id in list(self.ids):  # what was stored during the cut
+                self.on_change(task_id, None)
+
+        def deliver(self, task_id, meta):
+            if task_id in self.ids:
+                self.on_change(task_id, meta)
+
+        def subscribe(self, task_ids): self.ids.update(task_ids)
+        def unsubscribe(self, task_ids): self.ids.difference_update(task_ids)
+
+        def close(self):
+            with self.exchange.lock:
+                self.exchange.connected.discard(self)
+
+
+    class _ForgetfulChannel(_Channel):
+        def reconnect(self):  # reconnects without its subscriptions: push is dead after it
+            self.ids = set()
+            super().reconnect()
+
+
+    class Reconnects(DictStore):
+        """Honest push over an exchange that can restart."""
+
+        capabilities = DictStore.capabilities | {"push"}
+        channel = _Channel
+
+        def announce(self, meta, data):
+            EXCHANGES.setdefault(self.config.url.raw, Exchange()).publish(meta.task_id, meta)
+
+        @hookimpl
+        def notify(self, on_change):
+            return self.channel(EXCHANGES.setdefault(self.config.url.raw, Exchange()), on_change)
+
+
+    class StopsAfterReconnect(Reconnects):
+        """Push that works until the first reconnect."""
+
+        channel = _ForgetfulChannel
+
+
     class ProcessLockOnFiles(FileBackend):
         """A shared engine (files) whose ready guard is a lock inside one process only."""
 
@@ -94,7 +167,8 @@ BROKEN_PLUGINS = textwrap.dedent(
 
     for scheme, cls in [("honest", DictStore), ("ignorettl", IgnoresTTL),
                         ("deaf", LosesWakeups), ("liar", LiesAboutGroups),
-                        ("processlock", ProcessLockOnFiles), ("wrongid", WrongTaskId)]:
+                        ("processlock", ProcessLockOnFiles), ("wrongid", WrongTaskId),
+                        ("reconnects", Reconnects), ("stopsafter", StopsAfterReconnect)]:
         resultstore.register_backend(scheme, cls)
 
 
@@ -103,6 +177,7 @@ BROKEN_PLUGINS = textwrap.dedent(
         wait_timeout = 1.5  # longer than wake_bound: a deaf channel must fail on latency
         wake_bound = 0.3
         expiry_grace = 0.3
+        reconnect_bound = 0.5
 
         @pytest.fixture(autouse=True)
         def _fresh(self):
@@ -130,6 +205,20 @@ BROKEN_PLUGINS = textwrap.dedent(
 
     class TestWrongTaskId(Suite):
         scheme = "wrongid"
+
+
+    class WithRestarts(Suite):
+        @pytest.fixture
+        def restart_server(self):
+            return EXCHANGES.setdefault(self.url, Exchange()).restart
+
+
+    class TestReconnects(WithRestarts):
+        scheme = "reconnects"
+
+
+    class TestStopsAfterReconnect(WithRestarts):
+        scheme = "stopsafter"
 
 
     class TestProcessLockOnFiles(Suite):
@@ -166,6 +255,7 @@ def test_suite_fails_exactly_the_broken_capabilities(pytester: pytest.Pytester) 
         "TestWrongTaskId::test_async_join_in_member_order",
         "TestWrongTaskId::test_async_join_raises_the_first_failure",
         "TestProcessLockOnFiles::test_a_counter_gives_each_process_its_own_value",
+        "TestStopsAfterReconnect::test_waits_begun_before_a_restart_get_results_stored_after_it",
     }
 
 
@@ -177,3 +267,18 @@ def test_failures_show_the_values_compared(pytester: pytest.Pytester) -> None:
     )
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*assert 'someone-else' == 'conformance-*"])
+
+
+def test_a_channel_dead_after_a_reconnect_fails_the_restart_test(pytester: pytest.Pytester) -> None:
+    """Only where a restart_server fixture is given; an honest channel passes it."""
+    pytester.makepyfile(test_broken=BROKEN_PLUGINS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rA", "-k", "restart")
+    result.assert_outcomes(passed=1, failed=1, skipped=6)
+    result.stdout.fnmatch_lines(
+        [
+            "E * Failed: wait 1 of 3, begun before the server restarted, was not woken within "
+            "reconnect_bound (0.5 s) of its result stored after the restart: push did not "
+            "survive the restart",
+            "PASSED test_broken.py::TestReconnects::test_waits_begun_before_a_restart_*",
+        ]
+    )

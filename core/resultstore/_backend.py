@@ -20,14 +20,14 @@ from ._args import (
     validate_task_id,
 )
 from ._backend_groups import Groups
+from ._backend_marks import Marks
 from ._backend_waits import Waits
 from ._errors import (
     PluginValidationError,
-    TaskRevokedError,
 )
 from ._exceptions import ExceptionRebuilder, exception_to_dict
 from ._hookspecs import ASYNC_PREFIX
-from ._meta import TaskInfo, TaskMeta
+from ._meta import TaskInfo, TaskMeta, check_extra
 from ._plugins import (
     BackendConfig,
     Capability,
@@ -37,12 +37,8 @@ from ._provider import TaskRun
 from ._serialization import DEFAULT_SERIALIZER, Codec
 from ._states import (
     EXCEPTION_STATES,
-    FAILURE,
     READY_STATES,
-    RETRY,
     REVOKED,
-    STARTED,
-    SUCCESS,
 )
 from ._url import URL
 
@@ -66,7 +62,7 @@ def _ignore(count: int) -> None:
     pass
 
 
-class Backend(Waits, Groups):
+class Backend(Marks, Waits, Groups):
     """A result store selected by URL.
 
     >>> backend = Backend("memory://")
@@ -185,15 +181,17 @@ class Backend(Waits, Groups):
         *,
         expires: Expires | _Default = DEFAULT,
         overwrite: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """Store ``state`` with ``result`` for ``task_id``.
 
         Returns ``False`` when the task is already in a ready state and
         ``overwrite`` is false: a late or duplicate write never replaces a
         final state. Raises :class:`EncodeError` (storing nothing) when the
-        result cannot be serialized.
+        result cannot be serialized. ``extra`` are a host's own fields (see
+        :attr:`TaskMeta.extra`), stored beside Celery's where its readers ignore them.
         """
-        meta = self._task_meta(task_id, result, state, traceback, request)
+        meta = self._task_meta(task_id, result, state, traceback, request, extra)
         written = bool(self._store(meta=meta, ttl=self._ttl(expires), overwrite=overwrite))
         if self._observed:
             self._hook.result_stored(meta=meta, written=written)
@@ -209,13 +207,14 @@ class Backend(Waits, Groups):
         *,
         expires: Expires | _Default = DEFAULT,
         overwrite: bool = False,
+        extra: Mapping[str, Any] | None = None,
     ) -> bool:
         """:meth:`store_result` for coroutines: never blocks the event loop.
 
         Observers (``result_stored``) are called on the loop, as they are in the
         storing thread by :meth:`store_result`.
         """
-        meta = self._task_meta(task_id, result, state, traceback, request)
+        meta = self._task_meta(task_id, result, state, traceback, request, extra)
         ttl = self._ttl(expires)
         written = bool(await self._acall("store_result", meta=meta, ttl=ttl, overwrite=overwrite))
         self._hook.result_stored(meta=meta, written=written)
@@ -228,6 +227,7 @@ class Backend(Waits, Groups):
         state: str,
         traceback: str | None,
         request: TaskInfo | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> TaskMeta:
         """The meta to store: arguments checked, an exception turned into its dict."""
         validate_task_id(task_id)
@@ -258,6 +258,7 @@ class Backend(Waits, Groups):
             worker=info.worker if extended else None,
             retries=info.retries if extended else None,
             queue=info.queue if extended else None,
+            extra=check_extra(extra),
         )
 
     def run(
@@ -275,60 +276,6 @@ class Backend(Waits, Groups):
 
     def _probe_encode(self, value: object) -> object:
         return self.codec.dumps(value, "exception argument")
-
-    def mark_as_started(
-        self, task_id: str, meta: Mapping[str, Any] | None = None, request: TaskInfo | None = None
-    ) -> bool:
-        return self.store_result(task_id, dict(meta or {}), STARTED, request=request)
-
-    def mark_as_done(
-        self,
-        task_id: str,
-        result: Any,
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        return self.store_result(task_id, result, SUCCESS, request=request, expires=expires)
-
-    def mark_as_failure(
-        self,
-        task_id: str,
-        exc: BaseException,
-        traceback: str | None = None,
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        self._require_exception(exc)
-        return self.store_result(task_id, exc, FAILURE, traceback, request, expires=expires)
-
-    def mark_as_retry(
-        self,
-        task_id: str,
-        exc: BaseException,
-        traceback: str | None = None,
-        request: TaskInfo | None = None,
-    ) -> bool:
-        self._require_exception(exc)
-        return self.store_result(task_id, exc, RETRY, traceback, request)
-
-    def mark_as_revoked(
-        self,
-        task_id: str,
-        reason: str = "revoked",
-        request: TaskInfo | None = None,
-        *,
-        expires: Expires | _Default = DEFAULT,
-    ) -> bool:
-        return self.store_result(
-            task_id, TaskRevokedError(reason), REVOKED, request=request, expires=expires
-        )
-
-    @staticmethod
-    def _require_exception(exc: object) -> None:
-        if not isinstance(exc, BaseException):
-            raise TypeError(f"exc must be an exception instance, got {type(exc).__name__}")
 
     # --- reading -------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ class TaskMeta:
     meta of a custom state, or an exception as ``{exc_type, exc_message,
     exc_module}``. ``extended`` says whether the extended fields are part of
     the record (they are written even when ``None``, as Celery does).
+    ``extra`` holds a host's own fields (taskiq's labels, Celery's stamps): top-level
+    keys of the wire meta that Celery's readers ignore, kept by every plugin.
     """
 
     task_id: str
@@ -58,6 +60,7 @@ class TaskMeta:
     worker: str | None = None
     retries: int | None = None
     queue: str | None = None
+    extra: Mapping[str, Any] | None = None
 
     @property
     def ready(self) -> bool:
@@ -79,12 +82,14 @@ class TaskMeta:
         if self.extended:
             for name in EXTENDED_FIELDS:
                 wire[name] = getattr(self, name)
+        if self.extra:
+            wire.update(self.extra)
         wire["task_id"] = self.task_id
         return wire
 
     @classmethod
     def from_wire(cls, task_id: str, wire: Mapping[str, Any]) -> TaskMeta:
-        """Read a decoded Celery meta dict; unknown keys (e.g. stamps) are dropped."""
+        """Read a decoded Celery meta dict; unknown keys (e.g. stamps) go to ``extra``."""
         # This runs once per record read (a join of 1,000 runs it 1,000 times): keep it lean.
         status = wire.get("status") if isinstance(wire, dict) else None
         if not isinstance(status, str):
@@ -136,6 +141,9 @@ class TaskMeta:
                 or type(fields["retries"]) not in _INT_OR_NONE
             ):
                 _refuse_types(task_id, wire)
+        if not wire.keys() <= KNOWN_KEYS:
+            extra = {k: v for k, v in wire.items() if k not in KNOWN_KEYS}
+            fields["extra"] = extra or None
         return cls.from_fields(fields)
 
     @classmethod
@@ -148,6 +156,25 @@ class TaskMeta:
         meta = object.__new__(cls)
         meta.__dict__.update(fields)
         return meta
+
+
+# The wire keys of TaskMeta's own fields; any other key is a host's extra field.
+KNOWN_KEYS = frozenset(
+    {"status", "result", "traceback", "children", "date_done", "group_id", "parent_id"}
+    | {"task_id", *EXTENDED_FIELDS}
+)
+
+
+def check_extra(extra: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """A host's extra fields, checked: str keys that name none of the meta's own."""
+    if extra is None:
+        return None
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"extra must be a mapping, got {type(extra).__name__}")
+    for key in extra:
+        if not isinstance(key, str) or key in KNOWN_KEYS:
+            raise ValueError(f"extra field {key!r} is not a str or names a field of the meta")
+    return dict(extra) or None
 
 
 # The types a stored meta's fields may have: checked on every read, so kept to set lookups.

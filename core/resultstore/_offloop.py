@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+from . import _deadline
 from ._meta import TaskMeta
 from ._waiting import Entries, WaitHub, closed_error
 
@@ -92,7 +93,8 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_exception(error)
 
 
-_Job = tuple[AsyncWaiter, Collection[str], "asyncio.Future[None]"]
+# A job's deadline is the one of the wait that asked for it (None: no deadline).
+_Job = tuple[AsyncWaiter, Collection[str], "asyncio.Future[None]", float | None]
 
 
 class OffLoopHub:
@@ -118,7 +120,7 @@ class OffLoopHub:
         """Register ``waiter``; returns once subscribed. Cancelled, it leaves nothing behind."""
         future = waiter.loop.create_future()
         with self._lock:
-            self._adds[waiter] = (waiter, task_ids, future)
+            self._adds[waiter] = (waiter, task_ids, future, _deadline.current())
             self._start()
         try:
             await future
@@ -141,7 +143,8 @@ class OffLoopHub:
             return
         future = waiter.loop.create_future()
         with self._lock:
-            self._removes.append((waiter, task_ids, future))
+            # No deadline: a removal often comes after the wait's deadline passed.
+            self._removes.append((waiter, task_ids, future, None))
             self._start()
         await asyncio.shield(future)
 
@@ -163,7 +166,7 @@ class OffLoopHub:
                 if not adds and not removes:
                     self._busy = False
                     return
-                self._in_flight = {waiter for waiter, _, _ in adds}
+                self._in_flight = {waiter for waiter, *_ in adds}
             self._run(self._hub.remove_many, removes)
             self._run(self._hub.add_many, adds, undo_when_gone=True)
             with self._lock:
@@ -176,10 +179,14 @@ class OffLoopHub:
             return
         error: BaseException | None = None
         try:
-            call([(waiter, ids) for waiter, ids, _ in jobs])
+            # The worker thread does not inherit the waits' context: bound the call by
+            # the latest deadline of the batch, so a frozen server holds the worker no
+            # longer than some wait still needs it (the plugin's own bound without one).
+            with _deadline.scope(_latest(deadline for *_, deadline in jobs)):
+                call([(waiter, ids) for waiter, ids, *_ in jobs])
         except BaseException as exc:
             error = exc
-        for waiter, ids, future in jobs:
+        for waiter, ids, future, _ in jobs:
             if not _resolve(waiter.loop, future, error) and undo_when_gone and error is None:
                 # Its loop closed while the add was made: no coroutine will remove it.
                 self._hub.remove(waiter, ids)
@@ -187,7 +194,7 @@ class OffLoopHub:
     def _fail_queued(self, error: BaseException) -> None:
         jobs = [*self._adds.values(), *self._removes]
         self._adds, self._removes = {}, []
-        for waiter, _, future in jobs:
+        for waiter, _, future, _ in jobs:
             _resolve(waiter.loop, future, error)
 
     def close(self) -> None:
@@ -197,3 +204,13 @@ class OffLoopHub:
             if not self._busy:
                 self._fail_queued(closed_error())
         self._worker.shutdown(wait=False)
+
+
+def _latest(deadlines: Iterable[float | None]) -> float | None:
+    """The latest of ``deadlines``; ``None`` when any of them is ``None`` (no deadline)."""
+    latest: float | None = None
+    for deadline in deadlines:
+        if deadline is None:
+            return None
+        latest = deadline if latest is None else max(latest, deadline)
+    return latest

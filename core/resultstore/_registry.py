@@ -34,6 +34,19 @@ KNOWN_DISTRIBUTIONS = {
     "database": "resultstore-db",
 }
 
+# Where a first-party plugin's URL needs a driver, the extra of its distribution that
+# installs it, by the dialect after "db+".
+_DB_EXTRAS = {
+    "postgresql": "postgresql",
+    "postgres": "postgresql",
+    "mysql": "mysql",
+    "mariadb": "mysql",
+}
+# SQLAlchemy's dialects: their URLs are the db plugin's once "db+" is put in front.
+_SQL_DIALECTS = frozenset(
+    {"postgresql", "postgres", "mysql", "mariadb", "sqlite", "oracle", "mssql"}
+)
+
 _TARGET = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _SCHEME = re.compile(r"^[a-z][a-z0-9+.\-]*$")
 
@@ -247,10 +260,14 @@ def _not_found_message(url: URL) -> str:
     scheme = url.scheme
     installed = installed_schemes()
     lines = [f"no resultstore backend for scheme {scheme!r} in {url.masked!r}"]
-    prefix = scheme.partition("+")[0]
+    prefix, _, inner = scheme.partition("+")
     dist = KNOWN_DISTRIBUTIONS.get(scheme) or KNOWN_DISTRIBUTIONS.get(prefix)
-    if dist:
-        lines.append(f"install it with: pip install {dist}")
+    if prefix in _SQL_DIALECTS:
+        lines.append(f"did you mean {'db+' + url.masked!r}? (SQL URLs take the db+ prefix)")
+        if "db" not in installed:
+            lines.append(f"install it with: {_install_command('resultstore-db', prefix)}")
+    elif dist:
+        lines.append(f"install it with: {_install_command(dist, inner.partition('+')[0])}")
     else:
         close = difflib.get_close_matches(scheme, set(installed) | set(KNOWN_DISTRIBUTIONS), n=1)
         if close:
@@ -258,3 +275,8 @@ def _not_found_message(url: URL) -> str:
     shown = ", ".join(installed) if installed else "none"
     lines.append(f"installed schemes: {shown}")
     return "; ".join(lines)
+
+
+def _install_command(dist: str, dialect: str) -> str:
+    extra = _DB_EXTRAS.get(dialect) if dist == "resultstore-db" else None
+    return f'pip install "{dist}[{extra}]"' if extra else f"pip install {dist}"

@@ -91,16 +91,28 @@ class RetryPolicy:
         where: str,
         describe: Describe = describe_error,
     ) -> T:
-        """Call ``fn`` until it succeeds, fails for good, or the policy gives up."""
-        attempt = _Attempts(self, what, where, describe)
+        """Call ``fn`` until it succeeds, fails for good, or the policy gives up.
+
+        The bookkeeping of retries begins at the first failure: a call that succeeds
+        at once (nearly all of them, on the hot paths) costs one clock read here.
+        """
+        began = time.monotonic()
+        try:
+            return fn()  # the first attempt, under the caller's deadline only (see _Attempts)
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            attempt = _Attempts(self, what, where, describe, began)
+            delay = attempt.failed(exc)
         while True:
+            time.sleep(delay)
             try:
                 with _deadline.scope(attempt.deadline):
                     return fn()
             except Exception as exc:
                 if not transient(exc):
                     raise
-                time.sleep(attempt.failed(exc))
+                delay = attempt.failed(exc)
 
     async def arun(
         self,
@@ -112,24 +124,34 @@ class RetryPolicy:
         describe: Describe = describe_error,
     ) -> T:
         """:meth:`run` for coroutines: the waits between attempts do not block the loop."""
-        attempt = _Attempts(self, what, where, describe)
+        began = time.monotonic()
+        try:
+            return await fn()
+        except Exception as exc:
+            if not transient(exc):
+                raise
+            attempt = _Attempts(self, what, where, describe, began)
+            delay = attempt.failed(exc)
         while True:
+            await asyncio.sleep(delay)
             try:
                 with _deadline.scope(attempt.deadline):
                     return await fn()
             except Exception as exc:
                 if not transient(exc):
                     raise
-                await asyncio.sleep(attempt.failed(exc))
+                delay = attempt.failed(exc)
 
 
 class _Attempts:
     """One call's attempts: how many, since when, and the deadline of the next one."""
 
-    def __init__(self, policy: RetryPolicy, what: str, where: str, describe: Describe) -> None:
+    def __init__(
+        self, policy: RetryPolicy, what: str, where: str, describe: Describe, began: float
+    ) -> None:
         self.policy = policy
         self.what, self.where, self.describe = what, where, describe
-        self.began = time.monotonic()
+        self.began = began
         self.count = 0
         self.delays = policy.delays()
         # The first attempt runs under the caller's deadline only; retries also under

@@ -69,6 +69,17 @@ class URL:
             parts = urlsplit(f"{scheme}://{_NEXT_URL.split(rest, maxsplit=1)[0]}")
         except ValueError as exc:  # e.g. "Invalid IPv6 URL"; the text holds no part of the URL
             raise InvalidURL(f"backend URL {mask_password(url)!r} is malformed: {exc}") from None
+        hosts = parts.netloc.rpartition("@")[2]
+        if "," in hosts:
+            # One host per URL: the fields below have room for one. Celery's form for
+            # several (its sentinel URLs) joins whole URLs with ';', which parses.
+            joined = ";".join(f"{scheme}://{host}{parts.path}" for host in hosts.split(","))
+            raise InvalidURL(
+                f"backend URL {mask_password(url)!r} names several hosts ({hosts}) but a URL "
+                "holds one; a plugin that takes several reads them from URLs joined by ';' "
+                f"({joined!r}: Celery's sentinel form, the rest in URL.raw) or from a query "
+                "parameter of its own"
+            )
         try:
             port = parts.port
         except ValueError as exc:

@@ -234,6 +234,8 @@ def _print_meta(args: argparse.Namespace, backend: Backend, meta: TaskMeta, exis
         for name in ("group_id", "parent_id", *EXTENDED_FIELDS):
             if getattr(meta, name) is not None:
                 lines.append(f"{name:<10} {getattr(meta, name)!r}")
+        for name, value in (meta.extra or {}).items():  # a host's own fields (taskiq's, ...)
+            lines.append(f"{name:<10} {value!r}")
         if meta.traceback:
             lines.append("traceback:")
             lines.append(textwrap.indent(meta.traceback.rstrip(), "  "))

@@ -154,6 +154,59 @@ def test_an_await_ends_on_time_when_the_engine_freezes(frozen: Backend) -> None:
     assert 0.5 <= asyncio.run(main()) < 0.5 + MARGIN
 
 
+class FrozenSubscribe(DictPlugin):
+    """A push plugin whose subscribe blocks like a command to a server that stopped answering."""
+
+    capabilities = frozenset({"ttl", "push"})
+    thawed = threading.Event()
+    bounds: list[float | None] = []  # noqa: RUF012 - shared with the test on purpose
+
+    @hookimpl
+    def notify(self, on_change: Any) -> Any:
+        plugin = type(self)
+
+        class Channel:
+            def subscribe(self, task_ids: Any) -> None:
+                bound = time_left(OWN_BOUND)
+                plugin.bounds.append(bound)
+                plugin.thawed.wait(bound)
+                raise BackendUnavailable(f"SUBSCRIBE timed out after {bound:.2f} s")
+
+            def unsubscribe(self, task_ids: Any) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return Channel()
+
+
+def test_an_awaits_subscribe_runs_under_its_deadline_in_the_hubs_worker_thread() -> None:
+    # Coroutines subscribe through one worker thread, which does not inherit their
+    # context: without the deadline handed over, a frozen server would hold that
+    # thread (and every later await's subscribe) for the plugin's own 30 s.
+    resultstore.register_backend("frozensub", FrozenSubscribe)
+    FrozenSubscribe.thawed.clear()
+    FrozenSubscribe.bounds = []
+
+    async def main(backend: Backend) -> float:
+        began = time.monotonic()
+        with pytest.raises(resultstore.TimeoutError, match=r"within 0.5 s \(state PENDING\)$"):
+            await AsyncResult("t", backend).aget(timeout=0.5)
+        return time.monotonic() - began
+
+    try:
+        with Backend("frozensub://") as backend:
+            assert 0.5 <= asyncio.run(main(backend)) < 0.5 + MARGIN
+            FrozenSubscribe.thawed.set()
+    finally:
+        resultstore.unregister_backend("frozensub")
+    assert len(FrozenSubscribe.bounds) == 1
+    (bound,) = FrozenSubscribe.bounds
+    assert bound is not None
+    assert bound <= 0.5
+
+
 def test_a_failing_read_before_the_deadline_is_the_engines_error(frozen: Backend) -> None:
     class Down(DictPlugin):
         @hookimpl

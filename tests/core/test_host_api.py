@@ -170,3 +170,27 @@ def test_close_then_drop_closes_nothing_twice(store_url: str) -> None:
     AsyncResult("t", backend).ready()
     backend.close()
     assert not backend._dropped.alive  # close() took the finalizer's place
+
+
+def test_extra_fields_sit_top_level_on_the_wire_and_come_back() -> None:
+    meta = TaskMeta("t1", "SUCCESS", 3, extra={"labels": {"a": 1}, "execution_time": 0.5})
+    wire = meta.to_wire()
+    assert list(wire) == [
+        "status", "result", "traceback", "children", "date_done",
+        "labels", "execution_time", "task_id",
+    ]  # fmt: skip
+    assert TaskMeta.from_wire("t1", wire).extra == {"labels": {"a": 1}, "execution_time": 0.5}
+    # Celery's own metas (no unknown keys) read with no extra fields.
+    assert TaskMeta.from_wire("t1", TaskMeta("t1", "SUCCESS", 3).to_wire()).extra is None
+
+
+def test_extra_fields_are_checked(backend: Backend) -> None:
+    with pytest.raises(TypeError, match=r"^extra must be a mapping, got list$"):
+        backend.store_result("t1", 1, "SUCCESS", extra=[("a", 1)])  # type: ignore[arg-type]
+    for key in ("status", "task_id", "queue", 3):
+        message = rf"^extra field {key!r} is not a str or names a field of the meta$"
+        with pytest.raises(ValueError, match=message):
+            backend.store_result("t1", 1, "SUCCESS", extra={key: 1})
+    assert backend.exists("t1") is False
+    assert backend.store_result("t1", 1, "SUCCESS", extra={}) is True
+    assert backend.get_task_meta("t1").extra is None

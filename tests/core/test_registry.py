@@ -364,8 +364,11 @@ def _installed() -> str:
         ("redis://", "resultstore-redis"),
         ("rediss://h:6380/0", "resultstore-redis"),
         ("redis+sentinel://h", "resultstore-redis"),
-        ("db+postgresql://", "resultstore-db"),
-        ("db+mysql://u@h/db", "resultstore-db"),
+        ("db+postgresql://", '"resultstore-db[postgresql]"'),
+        ("db+postgresql+psycopg://", '"resultstore-db[postgresql]"'),
+        ("db+mysql://u@h/db", '"resultstore-db[mysql]"'),
+        ("database+mariadb://u@h/db", '"resultstore-db[mysql]"'),
+        ("db+sqlite:///x.db", "resultstore-db"),
         ("database://", "resultstore-db"),
     ],
 )
@@ -381,6 +384,41 @@ def test_unknown_first_party_scheme_names_the_distribution(
     )
     assert "memory" in _installed().split(", ")
     assert isinstance(info.value, LookupError)
+
+
+@pytest.mark.parametrize(
+    ("url", "suggested"),
+    [
+        ("postgresql://u:secret@h/db", "db+postgresql://u:****@h/db"),
+        ("postgresql+psycopg://h/db", "db+postgresql+psycopg://h/db"),
+        ("mysql://root@h/db", "db+mysql://root@h/db"),
+        ("sqlite:///x.db", "db+sqlite:///x.db"),
+    ],
+)
+def test_a_sql_url_without_db_prefix_gets_it_suggested(
+    clean_cache: None, url: str, suggested: str
+) -> None:
+    scheme = resultstore.URL.parse(url).scheme
+    masked = resultstore.URL.parse(url).masked
+    with pytest.raises(BackendNotFound) as info:
+        resolve(url)
+    assert str(info.value) == (
+        f"no resultstore backend for scheme {scheme!r} in {masked!r}; "
+        f"did you mean {suggested!r}? (SQL URLs take the db+ prefix); "
+        f"installed schemes: {_installed()}"
+    )
+
+
+def test_a_sql_url_without_db_prefix_names_the_install_when_the_plugin_is_missing(
+    first_party_hidden: None,
+) -> None:
+    with pytest.raises(BackendNotFound) as info:
+        resolve("mariadb://root@h/db")
+    assert str(info.value) == (
+        "no resultstore backend for scheme 'mariadb' in 'mariadb://root@h/db'; "
+        "did you mean 'db+mariadb://root@h/db'? (SQL URLs take the db+ prefix); "
+        f'install it with: pip install "resultstore-db[mysql]"; installed schemes: {_installed()}'
+    )
 
 
 def test_misspelt_scheme_suggests_the_close_one(clean_cache: None) -> None:

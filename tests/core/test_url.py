@@ -208,7 +208,8 @@ def test_backend_repr_masks_the_password(anyurl: str) -> None:
         (
             f"db+postgresql://u:{SECRET}@h/db",
             "no resultstore backend for scheme 'db+postgresql' in 'db+postgresql://u:****@h/db'; "
-            "install it with: pip install resultstore-db; installed schemes: {installed}",
+            'install it with: pip install "resultstore-db[postgresql]"; '
+            "installed schemes: {installed}",
         ),
         (
             f"sentinel://:{SECRET}@h1:26379;sentinel://:{SECRET}@h2:26379/0",
@@ -375,3 +376,34 @@ def test_with_scheme_lowercases_and_validates() -> None:
     with pytest.raises(InvalidURL) as info:
         url.with_scheme("")
     assert str(info.value) == f"backend URL '://:****@h/0' has no valid scheme; {NO_SCHEME_HINT}"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "hosts", "joined"),
+    [
+        (
+            "nats://h1:4222,h2:4222/B",
+            "nats://h1:4222,h2:4222/B",
+            "h1:4222,h2:4222",
+            "nats://h1:4222/B;nats://h2:4222/B",
+        ),
+        (  # no ports: urllib would take "h1,h2" for one host name
+            f"nats://u:{SECRET}@h1,h2,h3/B?x=1",
+            "nats://u:****@h1,h2,h3/B?x=1",
+            "h1,h2,h3",
+            "nats://h1/B;nats://h2/B;nats://h3/B",
+        ),
+    ],
+)
+def test_several_hosts_are_refused_saying_how_a_plugin_takes_them(
+    url: str, shown: str, hosts: str, joined: str
+) -> None:
+    expected = (
+        f"backend URL '{shown}' names several hosts ({hosts}) but a URL holds one; a plugin "
+        f"that takes several reads them from URLs joined by ';' ('{joined}': Celery's "
+        "sentinel form, the rest in URL.raw) or from a query parameter of its own"
+    )
+    with pytest.raises(InvalidURL, match=f"^{re.escape(expected)}$"):
+        URL.parse(url)
+    parsed = URL.parse(joined)  # the form it suggests parses, the first host in the fields
+    assert (parsed.host, parsed.path, parsed.raw) == ("h1", "/B", joined)

@@ -22,6 +22,7 @@ import sqlalchemy as sa
 
 import resultstore
 from resultstore import AsyncResult, Backend, BackendUnavailable, hookimpl
+from resultstore_db import DatabaseBackend
 
 from ..threads import DEADLINE, Worker, wait_until
 from .servers import PostgresServer
@@ -185,6 +186,23 @@ def test_restart_while_stores_run_with_a_spanning_policy(pg: PG) -> None:
     outcomes = _store_through_restart(pg, SPANNING)
     assert outcomes == {f"store-{i}": True for i in range(200)}
     assert _stored(pg) == {f"store-{i}": {"i": i, "s": "x" * (i % 7)} for i in range(200)}
+
+
+def test_a_store_after_a_restart_is_not_lost_to_the_pools_dead_connections(pg: PG) -> None:
+    # More pooled connections than the policy has attempts, all dead after the restart:
+    # the first disconnect must discard them all, not one per attempt.
+    with Backend(pg.url, options={"database_retry_policy": FAST}) as backend:
+        plugin = backend.plugin
+        assert isinstance(plugin, DatabaseBackend)
+        pooled = FAST["max_retries"] + 3
+        held = [plugin.fast_engine.raw_connection() for _ in range(pooled)]
+        for connection in held:
+            connection.close()  # back to the pool
+        assert plugin.fast_engine.pool.checkedin() == pooled  # type: ignore[attr-defined]
+        pg.stop()
+        pg.start()
+        assert backend.mark_as_done("after-restart", 1) is True
+        assert backend.get_result("after-restart") == 1
 
 
 def test_server_down_for_good(pg: PG) -> None:

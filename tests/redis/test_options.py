@@ -8,6 +8,7 @@ socket (no TCP port at all) that this module starts.
 
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
@@ -19,8 +20,9 @@ import pytest
 import redis
 from redis.sentinel import SentinelManagedSSLConnection
 
-from resultstore import URL, AsyncResult, Backend, BackendUnavailable, GroupResult
-from resultstore_redis import RedisBackend, _options
+from resultstore import URL, AsyncResult, Backend, BackendUnavailable, GroupResult, RetryPolicy
+from resultstore_redis import _options
+from resultstore_redis._bounded import AsyncBoundedIO, BoundedIO
 from resultstore_redis._pool import WaitingPool
 
 from ..threads import Worker
@@ -29,7 +31,13 @@ from .servers import RedisServer
 
 PASSWORD = "s3cret"
 KNOWN_TRANSPORT = "['global_keyprefix', 'master_name', 'retry_policy', 'sentinel_kwargs']"
-RETRY_KEYS = "['interval_max', 'interval_start', 'interval_step', 'max_retries']"
+RETRY_KEYS = "['max_retries', 'interval_start', 'interval_step', 'interval_max', 'timeout']"
+KNOWN_OPTIONS = (
+    "redis_backend_health_check_interval, redis_backend_use_ssl, redis_max_connections, "
+    "redis_publish_max_bytes, redis_retry_on_timeout, redis_socket_connect_timeout, "
+    "redis_socket_keepalive, redis_socket_timeout, redis_username, "
+    "result_backend_transport_options"
+)
 
 
 def pool_kwargs(backend: Backend) -> dict[str, Any]:
@@ -38,8 +46,11 @@ def pool_kwargs(backend: Backend) -> dict[str, Any]:
 
 
 def connection_class(backend: Backend) -> type:
+    """The redis-py class under the plugin's bounded one (see _bounded)."""
     cls: type = backend.plugin.client.connection_pool.connection_class  # type: ignore[attr-defined]
-    return cls
+    assert issubclass(cls, (BoundedIO, AsyncBoundedIO)), cls
+    base: type = cls.__bases__[1]
+    return base
 
 
 def error_of(url: str, **options: Any) -> BaseException:
@@ -407,8 +418,13 @@ class TestOptions:
             assert kwargs["socket_connect_timeout"] == 5.0
             assert kwargs["socket_keepalive"] is False
             assert kwargs["health_check_interval"] == 25.0
-            assert kwargs["retry"]._retries == 3
-            assert redis.TimeoutError not in kwargs["retry_on_error"]
+            # redis-py retries nothing: the core's policy does (its defaults).
+            assert kwargs["retry"]._retries == 0
+            assert kwargs.get("retry_on_error") in (None, [])
+            settings = backend.plugin.settings  # type: ignore[attr-defined]
+            assert settings.retry == RetryPolicy()
+            assert settings.retry_on_timeout is False
+            assert settings.publish_max_bytes == 1024 * 1024
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
             assert type(pool) is WaitingPool
             assert (pool.max_connections, pool.wait) == (100, 30.0)
@@ -434,10 +450,10 @@ class TestOptions:
             assert kwargs["socket_keepalive"] is True
             assert kwargs["health_check_interval"] == 10
             assert (kwargs["username"], kwargs["password"]) == ("acl", PASSWORD)
-            assert kwargs["retry"]._retries == 5
-            assert redis.TimeoutError in kwargs["retry_on_error"]  # redis_retry_on_timeout
+            assert kwargs["retry"]._retries == 0
             settings = backend.plugin.settings  # type: ignore[attr-defined]
-            assert settings.retry == _options.RetryPolicy(5, 0.05, 2.0)
+            assert settings.retry_on_timeout is True
+            assert settings.retry == RetryPolicy(max_retries=5, interval_max=2.0)
             assert settings.health_check_interval == 10.0
             assert backend.plugin.keyprefix == "app:"  # type: ignore[attr-defined]
 
@@ -456,7 +472,7 @@ class TestOptions:
             pool = backend.plugin.client.connection_pool  # type: ignore[attr-defined]
             held = pool.get_connection()
             with pytest.raises(
-                BackendUnavailable, match=r"no connection came free within 0.3 s \(all 1 in use\)"
+                BackendUnavailable, match=r"no connection came free within 0\.30 s \(all 1 in use\)"
             ):
                 backend.mark_as_done("t", 1)  # waited POOL_WAIT, then gave up
             release = threading.Timer(0.1, pool.release, [held])
@@ -589,24 +605,28 @@ class TestOptions:
         assert str(raised) == message
 
     @pytest.mark.parametrize(
-        ("option", "hint"),
+        ("option", "message"),
         [
-            ("redis_socket_timout", "; did you mean 'redis_socket_timeout'?"),
-            ("redis_max_connection", "; did you mean 'redis_max_connections'?"),
+            ("redis_socket_timout", "'redis_socket_timout'; did you mean 'redis_socket_timeout'?"),
+            (
+                "redis_max_connection",
+                "'redis_max_connection'; did you mean 'redis_max_connections'?",
+            ),
             (
                 "result_backend_transport_option",
-                "; did you mean 'result_backend_transport_options'?",
+                "'result_backend_transport_option'; did you mean "
+                "'result_backend_transport_options'?",
             ),
-            ("colour", ""),
+            ("colour", "'colour'"),
         ],
     )
-    def test_unknown_option(self, option: str, hint: str) -> None:
-        # The plugin declares its option_names, so the core refuses the rest, naming them.
+    def test_unknown_option(self, option: str, message: str) -> None:
+        # The core's check, from the plugin's option_names: before the plugin is built.
         raised = error_of("redis://h/0", **{option: 1})
         assert type(raised) is ValueError
         assert str(raised) == (
-            f"redis://h/0: plugin resultstore_redis.RedisBackend does not take option "
-            f"{option!r}{hint} (it takes: {', '.join(sorted(RedisBackend.option_names))})"
+            "redis://h/0: plugin resultstore_redis.RedisBackend does not take option "
+            f"{message} (it takes: {KNOWN_OPTIONS})"
         )
 
     def test_unknown_transport_option(self) -> None:
@@ -665,18 +685,18 @@ class TestRetryPolicy:
     @pytest.mark.parametrize(
         ("policy", "expected"),
         [
-            ({}, _options.RetryPolicy(3, 0.05, 1.0)),
-            ({"max_retries": 0}, _options.RetryPolicy(0, 0.05, 1.0)),
+            ({}, RetryPolicy(3, 0.05, None, 1.0, 10.0)),
+            ({"max_retries": 0}, RetryPolicy(0, 0.05, None, 1.0, 10.0)),
             (
-                {"max_retries": 10, "interval_start": 0, "interval_max": 0.5},
-                _options.RetryPolicy(10, 0, 0.5),
+                {"max_retries": 10, "interval_start": 0, "interval_max": 0.5, "timeout": 2},
+                RetryPolicy(10, 0, None, 0.5, 2),
             ),
         ],
     )
-    def test_valid(self, policy: dict[str, Any], expected: _options.RetryPolicy) -> None:
+    def test_valid(self, policy: dict[str, Any], expected: RetryPolicy) -> None:
         with Backend("redis://h/0", options=transport("", retry_policy=policy)) as backend:
             assert backend.plugin.settings.retry == expected  # type: ignore[attr-defined]
-            assert pool_kwargs(backend)["retry"]._retries == expected.max_retries
+            assert pool_kwargs(backend)["retry"]._retries == 0  # redis-py's own: none
 
     @pytest.mark.parametrize(
         ("policy", "message"),
@@ -687,11 +707,11 @@ class TestRetryPolicy:
             ),
             (
                 {"interval_step": -0.2},
-                "retry_policy interval_step must not be negative, got {'interval_step': -0.2}",
+                "retry_policy interval_step must be a number of seconds >= 0, got -0.2",
             ),
             (
                 {"interval_step": "1"},
-                "retry_policy interval_step must be a number of seconds, got '1'",
+                "retry_policy interval_step must be a number of seconds >= 0, got '1'",
             ),
             ({"max_retries": -1}, "retry_policy max_retries must be an int >= 0, got -1"),
             ({"max_retries": "3"}, "retry_policy max_retries must be an int >= 0, got '3'"),
@@ -699,21 +719,23 @@ class TestRetryPolicy:
             ({"max_retries": 1.5}, "retry_policy max_retries must be an int >= 0, got 1.5"),
             (
                 {"interval_start": "0.1"},
-                "retry_policy interval_start must be a number of seconds, got '0.1'",
+                "retry_policy interval_start must be a number of seconds >= 0, got '0.1'",
             ),
             (
                 {"interval_max": None},
-                "retry_policy interval_max must be a number of seconds, got None",
+                "retry_policy interval_max must be a number of seconds >= 0, got None",
             ),
             (
                 {"interval_start": 2, "interval_max": 1},
-                "retry_policy needs 0 <= interval_start <= interval_max, "
-                "got {'interval_start': 2, 'interval_max': 1}",
+                "retry_policy needs interval_start <= interval_max, got 2 and 1",
             ),
             (
                 {"interval_start": -0.1},
-                "retry_policy needs 0 <= interval_start <= interval_max, "
-                "got {'interval_start': -0.1}",
+                "retry_policy interval_start must be a number of seconds >= 0, got -0.1",
+            ),
+            (
+                {"timeout": -1},
+                "retry_policy timeout must be a number of seconds >= 0, got -1",
             ),
         ],
     )
@@ -726,9 +748,8 @@ class TestRetryPolicy:
         # Celery's default policy shape: start, start + step, ... capped at interval_max.
         policy = {"max_retries": 5, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
         with Backend("redis://127.0.0.1:6379/0", options=transport("", retry_policy=policy)) as b:
-            retry = b.plugin.client.get_retry()  # type: ignore[attr-defined]
-        backoff = retry._backoff
-        assert [backoff.compute(n) for n in range(1, 6)] == [0.0, 0.2, 0.4, 0.5, 0.5]
+            retry = b.plugin.settings.retry  # type: ignore[attr-defined]
+        assert list(retry.delays()) == [0, 0.2, 0.4, 0.5, 0.5]
 
     def test_bounded_then_a_clear_error(self) -> None:
         # Nothing listens on port 1: the store is retried max_retries times, then fails.
@@ -742,10 +763,17 @@ class TestRetryPolicy:
                 backend.mark_as_done("t", 1)
             assert time.monotonic() - started < 5
         message = str(raised.value)
-        assert message.startswith(
-            "storing celery-task-meta-t failed on redis://:****@127.0.0.1:1/0 after 2 retries: "
-            "ConnectionError: "
-        )
+        assert re.fullmatch(
+            re.escape(
+                "storing celery-task-meta-t failed on redis://:****@127.0.0.1:1/0 after 3 "
+                "attempts in "
+            )
+            + r"0\.\d\d s, no retries left \(max_retries=2\): "
+            + re.escape(
+                "ConnectionError: Error 111 connecting to 127.0.0.1:1. Connection refused."
+            ),
+            message,
+        ), message
         assert PASSWORD not in message
 
 

@@ -9,6 +9,10 @@ A plugin proves itself with one test class::
 
 Every test that needs a capability runs only when the plugin declares it, and
 then checks that the capability really works. Needs pytest.
+
+``RestartTests`` is the suite's server-restart test alone (``BackendTests``
+includes it), for running it on a throwaway server of the test's own while the
+whole suite runs on a server that must not be restarted.
 """
 
 from __future__ import annotations
@@ -22,11 +26,13 @@ pytest.register_assert_rewrite(
     "resultstore.testing._hosts",
     "resultstore.testing._plumbing",
     "resultstore.testing._processes",
+    "resultstore.testing._restart",
     "resultstore.testing._suite",
 )
 
 from ._clock import FakeClock  # noqa: E402
 from ._plumbing import wait_until  # noqa: E402
+from ._restart import RestartTests  # noqa: E402
 from ._suite import BackendTests  # noqa: E402
 
-__all__ = ["BackendTests", "FakeClock", "wait_until"]
+__all__ = ["BackendTests", "FakeClock", "RestartTests", "wait_until"]

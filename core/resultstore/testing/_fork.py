@@ -11,16 +11,14 @@ fork code of its own.
 from __future__ import annotations
 
 import os
-import threading
 import time
 import traceback
 import warnings
-from typing import Any
 
 import pytest
 
-from .. import AsyncResult, Backend
-from ._plumbing import Plumbing
+from .. import Backend
+from ._plumbing import BlockedWait, Plumbing
 
 # What the child checks, in order; its exit code is the number of the first that failed.
 CHILD_CHECKS = (
@@ -40,7 +38,7 @@ class ForkTests(Plumbing):
         before, waited = self.new_id(), self.new_id()
         other.mark_as_done(before, "before")
         assert backend.wait_for(before, timeout=self.wait_timeout).result == "before"
-        parent_wait = _Waiter(backend, waited, self.wait_timeout * 2)
+        parent_wait = BlockedWait(backend, waited, self.wait_timeout * 2)
         self.wait_until_waiting(backend, {waited})
         with warnings.catch_warnings():  # 3.12+ warns about fork with threads: that is the test
             warnings.simplefilter("ignore", DeprecationWarning)
@@ -81,7 +79,7 @@ class ForkTests(Plumbing):
         backend.mark_as_done(mine, "child")
         if backend.get_result(mine) != "child":
             return 1
-        waiter = _Waiter(backend, woken, self.wait_timeout)
+        waiter = BlockedWait(backend, woken, self.wait_timeout)
         deadline = time.monotonic() + 5.0
         while woken not in backend.waiting_ids():
             if time.monotonic() > deadline:
@@ -96,29 +94,3 @@ class ForkTests(Plumbing):
         if backend.process_local:
             return 0  # a copy of the parent's store: its old results are not the point
         return 0 if backend.get_result(before) == "before" else 3
-
-
-class _Waiter:
-    """A thread blocked in ``get()``; ``result()`` joins it and returns what it got."""
-
-    def __init__(self, backend: Backend, task_id: str, timeout: float) -> None:
-        self.value: Any = None
-        self.error: BaseException | None = None
-        self.returned_at = 0.0
-        self._timeout = timeout
-        self._thread = threading.Thread(target=self._wait, args=(backend, task_id), daemon=True)
-        self._thread.start()
-
-    def _wait(self, backend: Backend, task_id: str) -> None:
-        try:
-            self.value = AsyncResult(task_id, backend).get(timeout=self._timeout)
-        except BaseException as exc:
-            self.error = exc
-        finally:
-            self.returned_at = time.monotonic()
-
-    def result(self) -> Any:
-        self._thread.join(self._timeout + 5)
-        if self.error is not None:
-            raise self.error
-        return self.value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -10,7 +11,7 @@ from typing import Any, ClassVar
 
 import pytest
 
-from .. import Backend, Capability
+from .. import AsyncResult, Backend, Capability
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -32,6 +33,7 @@ class Plumbing:
     short_ttl: ClassVar[float] = 1.0
     wake_bound: ClassVar[float] = 1.0
     wait_timeout: ClassVar[float] = 10.0
+    reconnect_bound: ClassVar[float] = 5.0
     expiry_grace: ClassVar[float] = 5.0
     keeps_group_ids: ClassVar[bool] = True
 
@@ -53,6 +55,12 @@ class Plumbing:
         """A second Backend on the same URL: the other process's view of the store."""
         with self.make_backend() as backend:
             yield backend
+
+    @pytest.fixture
+    def restart_server(self) -> Callable[[], None] | None:
+        """Override to return a callable that restarts the engine's server (or cuts every
+        connection to it) and returns once the server answers again; ``None``: no such tests."""
+        return None
 
     @pytest.fixture
     def task_id(self) -> str:
@@ -78,3 +86,45 @@ class Plumbing:
         wait_until(
             lambda: task_ids <= backend.waiting_ids(), 5.0, f"a waiter is blocked on {task_ids}"
         )
+
+
+class BlockedWait:
+    """A thread blocked in ``get()``; ``result()`` joins it and returns what it got, and
+    ``seen`` lists the states it saw on the way.
+
+    ``timeout=None`` waits without a deadline, so only a wake-up can end it (never
+    the read at the deadline); the backend's ``close()`` releases it otherwise.
+    """
+
+    def __init__(self, backend: Backend, task_id: str, timeout: float | None) -> None:
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.returned_at = 0.0
+        self.seen: list[str] = []
+        self._timeout = timeout
+        self._thread = threading.Thread(target=self._wait, args=(backend, task_id), daemon=True)
+        self._thread.start()
+
+    def _wait(self, backend: Backend, task_id: str) -> None:
+        try:
+            self.value = AsyncResult(task_id, backend).get(
+                timeout=self._timeout, on_message=lambda meta: self.seen.append(meta.status)
+            )
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self.returned_at = time.monotonic()
+
+    def joined(self, within: float) -> bool:
+        """Whether the wait returned within ``within`` seconds from now."""
+        self._thread.join(within)
+        return not self._thread.is_alive()
+
+    def result(self) -> Any:
+        """What the wait got (or raise what it raised); it must return within its timeout."""
+        bound = (self._timeout or 0.0) + 5
+        if not self.joined(bound):
+            pytest.fail(f"a wait was still blocked {bound} s later")
+        if self.error is not None:
+            raise self.error
+        return self.value

@@ -40,6 +40,7 @@ from ._fork import ForkTests
 from ._hosts import HostTests
 from ._plumbing import wait_until
 from ._processes import race_with_a_child
+from ._restart import RestartTests
 
 # Ids one process finishes while another keeps writing a late STARTED to them.
 RACED_IDS = 300
@@ -97,7 +98,7 @@ def _fail_with(exc: BaseException) -> BaseException:
         return raised
 
 
-class BackendTests(HostTests, ForkTests):
+class BackendTests(HostTests, ForkTests, RestartTests):
     """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
 
     Knobs for engines that need them:
@@ -113,6 +114,13 @@ class BackendTests(HostTests, ForkTests):
     - ``expiry_grace``: how long after its TTL a record may still be readable.
     - ``keeps_group_ids``: False where the storage format has no place for a
       task's group_id and parent_id (Celery's SQL tables have none).
+    - ``restart_server``: a fixture to override (none by default) returning a
+      callable that restarts the server, or cuts every connection to it, and
+      returns once the server answers again. With it, the suite proves that push
+      survives: waits begun before the cut get results stored after it.
+    - ``reconnect_bound``: how long after the server is back such a store may
+      take to wake its wait (5 s: reconnect attempts with a backoff of at most
+      1 s, a connect, a resubscribe and the re-check of every waited id).
     """
 
     # --- states round trip ----------------------------------------------------------
@@ -189,6 +197,17 @@ class BackendTests(HostTests, ForkTests):
             meta = backend.get_task_meta(task_id)
         got = (meta.name, meta.args, meta.kwargs, meta.worker, meta.retries, meta.queue)
         assert got == ("tasks.add", [1, 2], {"z": 3}, "w1", 2, "q1")
+
+    def test_extra_fields_round_trip(self, backend: Backend, other: Backend, task_id: str) -> None:
+        # A host's own fields (taskiq's labels and timings): every later state keeps only its own.
+        extra = {"host": "taskiq", "labels": {"a": [1, "b"]}, "execution_time": 0.25}
+        assert backend.store_result(task_id, {"i": 1}, "PROGRESS", extra={"host": "p"}) is True
+        assert other.get_task_meta(task_id).extra == {"host": "p"}
+        assert backend.store_result(task_id, 7, SUCCESS, extra=extra) is True
+        assert (other.get_task_meta(task_id).extra, other.get_result(task_id)) == (extra, 7)
+        assert other.get_many([task_id])[task_id].extra == extra
+        assert backend.store_result(task_id, 8, SUCCESS, overwrite=True) is True
+        assert other.get_task_meta(task_id).extra is None
 
     def test_group_and_parent_ids(self, backend: Backend, task_id: str) -> None:
         if not self.keeps_group_ids:

@@ -141,7 +141,10 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
             return engines
         with self._engines_lock:  # each acquired engine is released once, by close()
             if self._engines_of[0] != os.getpid():
-                engines = (_engine.acquire(self.url, self.engine_options, self.bounds),)
+                try:
+                    engines = (_engine.acquire(self.url, self.engine_options, self.bounds),)
+                except ModuleNotFoundError as exc:
+                    raise _engine.missing_driver(self.url, exc) from exc
                 if self.dialect == "postgresql":
                     options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
                     engines += (_engine.acquire(self.url, options, self.bounds),)
@@ -164,7 +167,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         (SQLAlchemy awaits the driver underneath), with the same retries."""
         engines = await self._async.get()
 
-        async def attempt() -> Any:
+        async def round_trip() -> Any:
             try:
                 if one_statement:
                     async with engines.autocommit.connect() as conn:
@@ -176,7 +179,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
                 raise
 
         return await self.retry.arun(
-            attempt,
+            lambda: _engine.uncut(round_trip()),
             transient=_engine.transient,
             what=what,
             where=self.where,

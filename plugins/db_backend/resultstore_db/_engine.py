@@ -7,15 +7,16 @@ _pymysql): the connect by ``database_connect_timeout``, each exchange by
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import importlib.util
 import math
 import os
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -38,6 +39,42 @@ _DRIVERS = {
     "mysql": (("pymysql", "mysql+pymysql"), ("MySQLdb", "mysql+mysqldb")),
     "mariadb": (("pymysql", "mariadb+pymysql"), ("MySQLdb", "mariadb+mysqldb")),
 }
+
+
+T = TypeVar("T")
+
+
+async def uncut(step: Awaitable[T]) -> T:
+    """Await ``step``; cancelled meanwhile, let its round trip end before being cancelled.
+
+    Cancelled mid-query, SQLAlchemy's async pool cannot check the connection back in:
+    it drops it and warns from the garbage collector. The round trip is short (and
+    bounded like any other by the call's deadline or the read timeout), so the
+    cancellation waits for it, then goes on.
+    """
+    task = asyncio.ensure_future(step)
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait([task])  # a second cancellation ends this wait, not the task
+        if not task.cancelled():
+            task.exception()  # retrieved: its outcome has nobody to go to
+        raise
+
+
+# The extra of resultstore-db that installs a dialect's driver.
+_EXTRAS = {"postgresql": "postgresql", "mysql": "mysql", "mariadb": "mysql"}
+
+
+def missing_driver(url: sa.URL, exc: ModuleNotFoundError) -> ModuleNotFoundError:
+    """The error for a driver that is not installed, naming the command that installs it
+    (a bare "No module named 'MySQLdb'" does not say that the extra installs PyMySQL)."""
+    extra = _EXTRAS.get(url.get_backend_name())
+    install = f'pip install "resultstore-db[{extra}]"' if extra else f"pip install {exc.name}"
+    return ModuleNotFoundError(
+        f"the {url.drivername} driver is not installed ({exc}); install it with: {install}",
+        name=exc.name,
+    )
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ PostgreSQL the connections come from a pool of autocommit connections of
 their own (switching psycopg's autocommit per call cost two of its waits,
 ~25 us); sqlite3 commits a write explicitly; MySQL's reads end with the
 pool's rollback, as they did through SQLAlchemy. Pool checkout events (the idle ping) still run,
-and driver errors come out as SQLAlchemy's DBAPIError with the connection
+and driver errors come out as SQLAlchemy's DBAPIError with the pool
 invalidated on a disconnect, so the retry policy treats them as before.
 """
 
@@ -86,7 +86,7 @@ class FastStatement:
         try:
             connection = engine.raw_connection()
         except error as exc:  # SQLAlchemy's Connection would have wrapped this one too
-            raise _wrap(engine.dialect, self.sql, exc, params, None, None) from exc
+            raise _wrap(engine, self.sql, exc, params, None, None) from exc
         cursor = None
         try:
             cursor = connection.cursor()
@@ -96,7 +96,7 @@ class FastStatement:
                 connection.commit()
             return found
         except error as exc:
-            raise _wrap(engine.dialect, self.sql, exc, params, connection, cursor) from exc
+            raise _wrap(engine, self.sql, exc, params, connection, cursor) from exc
         finally:
             if cursor is not None:
                 cursor.close()
@@ -140,7 +140,7 @@ class ConnectionRunner:
 
 
 def _wrap(
-    dialect: sa.Dialect,
+    engine: Engine,
     sql: str,
     exc: Any,
     params: Mapping[str, Any],
@@ -148,9 +148,13 @@ def _wrap(
     cursor: Any,
 ) -> sa.exc.StatementError:
     """What SQLAlchemy would have raised: a DBAPIError, invalidated on a disconnect."""
+    dialect = engine.dialect
     lost = connection is None or dialect.is_disconnect(exc, connection.driver_connection, cursor)
     if lost and connection is not None:
-        connection.invalidate(exc)
+        # The whole pool, as SQLAlchemy's Connection does: after a server restart every
+        # pooled connection is dead, and invalidating one per failed attempt used up
+        # the retries on them (a store failed when the pool held more than its retries).
+        engine.pool._invalidate(connection, exc)
     wrapped: sa.exc.StatementError = sa.exc.DBAPIError.instance(
         sql,
         dict(params),

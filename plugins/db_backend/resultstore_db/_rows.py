@@ -8,10 +8,10 @@ from typing import Any
 
 from resultstore import READY_STATES, Codec, TaskMeta
 
-# The columns a store writes (all of Celery's but the id and stamps).
+# The columns a store writes (all of Celery's but the id).
 STORED = (
     "task_id", "status", "result", "date_done", "traceback", "children",
-    "name", "args", "kwargs", "worker", "retries", "queue",
+    "name", "args", "kwargs", "worker", "retries", "queue", "stamps",
 )  # fmt: skip
 
 
@@ -31,7 +31,28 @@ def row_values(codec: Codec, meta: TaskMeta) -> dict[str, Any]:
         "worker": meta.worker,
         "retries": meta.retries,
         "queue": meta.queue,
+        "stamps": dumps(_stamps(meta.extra), what) if meta.extra else None,
     }
+
+
+def _stamps(extra: Mapping[str, Any]) -> dict[str, Any]:
+    """A meta's extra fields in Celery's ``stamps`` column: Celery's database backend
+    merges ``stamps`` into the meta it reads (and sets ``stamped_headers``), as its
+    Redis backend keeps them top-level, so a host's fields read the same on both."""
+    stamps = {k: v for k, v in extra.items() if k != "stamped_headers"}
+    if "stamped_headers" in extra:
+        return {"stamped_headers": extra["stamped_headers"], "stamps": stamps}
+    return {"stamps": stamps}
+
+
+def _extra(info: Any) -> dict[str, Any] | None:
+    """The extra fields back from the ``stamps`` column (see :func:`_stamps`)."""
+    if not isinstance(info, Mapping):
+        return None
+    extra = dict(info["stamps"]) if isinstance(info.get("stamps"), Mapping) else {}
+    if "stamped_headers" in info:
+        extra["stamped_headers"] = info["stamped_headers"]
+    return extra or None
 
 
 def meta_of(codec: Codec, row: Mapping[str, Any]) -> TaskMeta:
@@ -58,6 +79,7 @@ def meta_of(codec: Codec, row: Mapping[str, Any]) -> TaskMeta:
             "worker": worker,
             "retries": row["retries"],
             "queue": row["queue"],
+            "extra": _extra(loads(row["stamps"], what)) if row["stamps"] is not None else None,
         }
     )
 

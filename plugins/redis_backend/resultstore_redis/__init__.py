@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -29,9 +29,10 @@ from resultstore import (
     hookimpl,
 )
 
-from . import _options
-from ._channel import NETWORK_ERRORS, RedisChannel
-from ._scripts import SCRIPT_DECODERS, STORE
+from . import _errors, _options
+from ._channel import RedisChannel
+from ._errors import REDIS_ERRORS
+from ._scripts import INCR, SCRIPT_DECODERS, STORE
 
 __all__ = ["RedisBackend"]
 
@@ -59,9 +60,6 @@ class _AsyncRedis:
 
 
 class RedisBackend(KeyValueStore):
-    # Celery's redis_* settings and result_backend_transport_options: hosts (the Celery
-    # bridge) forward exactly these, and the core refuses a misspelt one.
-    option_names = _options.KNOWN
     capabilities = frozenset(
         {
             Capability.TTL,
@@ -70,13 +68,18 @@ class RedisBackend(KeyValueStore):
             Capability.GROUPS,
             Capability.REVOKE,
             Capability.ASYNC,
+            Capability.COUNTER,
         }
     )
+    # Celery's redis_* settings and ours: the core refuses any other option.
+    option_names = _options.OPTION_NAMES
 
     def __init__(self, config: BackendConfig) -> None:
         super().__init__(config)
         self.settings = _options.parse(config.url, config.options)
         self.keyprefix = self.settings.keyprefix
+        self.retry = self.settings.retry
+        self.where = config.url.masked
         if self.settings.kind == "cluster" and self.codec.serializer not in SCRIPT_DECODERS:
             raise ValueError(
                 f"{config.url.masked!r}: on Redis Cluster the result_serializer must be one of "
@@ -90,6 +93,7 @@ class RedisBackend(KeyValueStore):
         self._pid = os.getpid()
         self.client = _options.make_client(self.settings)
         self._store_script = self.client.register_script(STORE)
+        self._incr_script = self.client.register_script(INCR)
         self._async = PerLoop(self._open_async, _close_async)
         self._channels: list[RedisChannel] = []
 
@@ -111,43 +115,57 @@ class RedisBackend(KeyValueStore):
 
         async def call() -> T:
             async with redis_.slots:
-                with self._network(what):
-                    return await command(redis_)
+                began = time.monotonic()
+                try:
+                    return await self.retry.arun(
+                        lambda: command(redis_),
+                        transient=self._transient,
+                        what=what,
+                        where=self.where,
+                        describe=_errors.describe,
+                    )
+                except BackendUnavailable:
+                    raise  # the policy's own word (it is an OSError too)
+                except REDIS_ERRORS as exc:
+                    raise _errors.refused(what, self.where, exc, time.monotonic() - began) from exc
 
         task = asyncio.ensure_future(call())
         redis_.running.add(task)
         task.add_done_callback(redis_.finished)
         return await asyncio.shield(task)
 
-    # --- errors -----------------------------------------------------------------------
+    # --- every command: retried by the core's policy, errors made clear -----------------
 
-    @contextmanager
-    def _network(self, what: str) -> Iterator[None]:
-        """Retries happen inside redis-py (bounded by retry_policy); then say so clearly."""
+    def _call(
+        self, what: str, fn: Callable[[], T], transient: Callable[[Exception], bool] | None = None
+    ) -> T:
+        """``fn()`` under the retry policy (its count, backoff and time cap); an error
+        it does not retry is a BackendUnavailable that says why (see _errors)."""
+        began = time.monotonic()
         try:
-            yield
-        except NETWORK_ERRORS as exc:
-            raise self._unavailable(what, exc) from exc
+            return self.retry.run(
+                fn,
+                transient=transient or self._transient,
+                what=what,
+                where=self.where,
+                describe=_errors.describe,
+            )
+        except BackendUnavailable:
+            raise  # the policy's own word (it is an OSError too)
+        except REDIS_ERRORS as exc:
+            raise _errors.refused(what, self.where, exc, time.monotonic() - began) from exc
 
-    def _unavailable(self, what: str, exc: Exception) -> BackendUnavailable:
-        return BackendUnavailable(
-            f"{what} failed on {self.config.url.masked} after "
-            f"{self.settings.retry.max_retries} retries: {type(exc).__name__}: {exc}"
-        )
+    def _transient(self, exc: Exception) -> bool:
+        return _errors.transient(exc, self.settings.retry_on_timeout)
 
     # --- key-value primitives -------------------------------------------------------------
 
     def kv_get(self, key: str) -> bytes | None:
-        # try/except, not _network(): the hot path skips a context manager and a string.
-        try:
-            value: bytes | None = self.client.get(key)
-        except NETWORK_ERRORS as exc:
-            raise self._unavailable(f"GET {key}", exc) from exc
+        value: bytes | None = self._call(f"GET {key}", lambda: self.client.get(key))
         return value
 
     def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
-        with self._network(f"MGET of {len(keys)} keys"):
-            return list(self._mget(self.client, keys))
+        return list(self._call(f"MGET of {len(keys)} keys", lambda: self._mget(self.client, keys)))
 
     def _mget(self, client: Any, keys: Sequence[str]) -> Any:
         """MGET on either client (a cluster's keys live on several nodes)."""
@@ -156,30 +174,48 @@ class RedisBackend(KeyValueStore):
         return client.mget(keys)
 
     def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
-        with self._network(f"SET {key}"):
-            self.client.set(key, value, px=_milliseconds(ttl))
+        self._call(f"SET {key}", lambda: self.client.set(key, value, px=_milliseconds(ttl)))
 
     def kv_delete(self, key: str) -> bool:
-        with self._network(f"DEL {key}"):
-            return bool(self.client.delete(key))
+        return bool(self._call(f"DEL {key}", lambda: self.client.delete(key)))
 
     # --- hooks with a native path -------------------------------------------------------------
 
     @hookimpl
     def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
         key = self.task_key(meta.task_id)
+        # Encoded once: a retry after a lost reply sends the very bytes the server may
+        # hold already, and the script (or the WATCH path) takes them for our own write.
         data = self.encode_meta(meta)
-        try:
-            if self.codec.serializer in SCRIPT_DECODERS:
-                return bool(
-                    self._store_script(keys=[key], args=self._script_args(data, ttl, overwrite))
-                )
-            return self._store_watched(key, meta.task_id, data, ttl, overwrite)
-        except NETWORK_ERRORS as exc:
-            raise self._unavailable(f"storing {key}", exc) from exc
+        if self.codec.serializer in SCRIPT_DECODERS:
+            args = self._script_args(data, ttl, overwrite)
+            return bool(
+                self._call(f"storing {key}", lambda: self._store_script(keys=[key], args=args))
+            )
+        return bool(
+            self._call(
+                f"storing {key}",
+                lambda: self._store_watched(key, meta.task_id, data, ttl, overwrite),
+            )
+        )
 
     def _script_args(self, data: bytes, ttl: float | None, overwrite: bool) -> list[Any]:
-        return [data, _milliseconds(ttl) or 0, int(overwrite), self.codec.serializer]
+        return [
+            data,
+            _milliseconds(ttl) or 0,
+            int(overwrite),
+            self.codec.serializer,
+            int(self._too_big_to_publish(data)),
+        ]
+
+    def _too_big_to_publish(self, data: bytes) -> bool:
+        limit = self.settings.publish_max_bytes
+        return limit is not None and len(data) > limit
+
+    def _notification(self, data: bytes) -> bytes:
+        """What is published for a stored meta: the meta itself, or, above
+        redis_publish_max_bytes, an empty message (the subscriber reads the key)."""
+        return b"" if self._too_big_to_publish(data) else data
 
     def _store_watched(
         self, key: str, task_id: str, data: bytes, ttl: float | None, overwrite: bool
@@ -189,12 +225,16 @@ class RedisBackend(KeyValueStore):
             while True:
                 try:
                     pipe.watch(key)
-                    if not overwrite and self._is_ready(task_id, pipe.get(key)):
+                    current = pipe.get(key)
+                    if current == data:
+                        pipe.unwatch()
+                        return True  # our own write, whose reply was lost and retried
+                    if not overwrite and self._is_ready(task_id, current):
                         pipe.unwatch()
                         return False
                     pipe.multi()
                     pipe.set(key, data, px=_milliseconds(ttl))
-                    pipe.publish(key, data)
+                    pipe.publish(key, self._notification(data))
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -202,9 +242,31 @@ class RedisBackend(KeyValueStore):
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
-        with self._network(f"DEL {self.task_key(task_id)}"):
-            deleted, _ = self._forget_pipeline(self.client, task_id).execute()
+        deleted, _ = self._call(
+            f"DEL {self.task_key(task_id)}",
+            lambda: self._forget_pipeline(self.client, task_id).execute(),
+        )
         return bool(deleted)
+
+    # --- counters (capability counter) ----------------------------------------------------
+
+    @hookimpl
+    def incr(self, name: str, amount: int, ttl: float | None) -> int:
+        """INCRBY and the TTL in one script. Retried only when the command cannot have
+        reached the server: a lost reply retried would count twice."""
+        key = self.counter_key(name)
+        args = [amount, _milliseconds(ttl) or 0]
+        value = self._call(
+            f"INCRBY {key}",
+            lambda: self._incr_script(keys=[key], args=args),
+            transient=_errors.before_sending,
+        )
+        return int(value)
+
+    @hookimpl
+    def forget_counter(self, name: str) -> bool:
+        key = self.counter_key(name)
+        return bool(self._call(f"DEL {key}", lambda: self.client.delete(key)))
 
     def _forget_pipeline(self, client: Any, task_id: str) -> Any:
         """Both keys of a task in one round trip (forget frees everything tied to the id)."""
@@ -269,7 +331,9 @@ class RedisBackend(KeyValueStore):
             pool = self.client.get_random_node().redis_connection.connection_pool
         else:
             pool = self.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
+        conn = pool.connection_class(**pool.connection_kwargs)
+        conn.follows_deadline = False  # see _bounded: several threads use it at once
+        return conn
 
     @hookimpl
     def close(self) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from resultstore import DecodeError, OnChange, TaskMeta
+from resultstore import DecodeError, OnChange, TaskMeta, time_left
 
 log = logging.getLogger("resultstore.redis")
 
@@ -48,6 +48,7 @@ class RedisChannel:
         self._confirm: dict[str, threading.Event] = {}
         self._recheck: set[str] = set()
         self._conn: Any = None
+        self._connecting: Any = None  # the connection the listener is opening, for close()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -64,15 +65,18 @@ class RedisChannel:
             events = [self._confirm.setdefault(ch, threading.Event()) for ch in channels]
         if not self._send(conn, "SUBSCRIBE", *channels):
             return
+        # A wait with a deadline waits for the confirmation until that deadline at
+        # most: on a server that stopped answering, the read that follows fails on
+        # time and the wait ends with its timeout.
+        bound = time_left(_CONFIRM_TIMEOUT)
         for event in events:
-            if not event.wait(_CONFIRM_TIMEOUT):
+            if not event.wait(bound):
                 # Re-check these when the confirmation does come: the core's read
                 # may have run before the subscription took effect.
                 with self._lock:
                     self._recheck.update(ch for ch in channels if ch in self._ids)
                 log.warning(
-                    "subscription not confirmed within %ss; re-checking when it is",
-                    _CONFIRM_TIMEOUT,
+                    "subscription not confirmed within %.2fs; re-checking when it is", bound
                 )
                 return
 
@@ -90,10 +94,15 @@ class RedisChannel:
         self._stop.set()
         with self._lock:
             conn, self._conn = self._conn, None
+            connecting = self._connecting
             self._ids.clear()
         if conn is not None:
             with self._send_lock:  # see _send: no send can reopen it after this
                 conn.disconnect()
+        if connecting is not None:
+            # A handshake with a server that stopped answering would hold the listener
+            # for redis_socket_connect_timeout: closing the socket ends it now.
+            connecting.disconnect()
         self._thread.join(timeout=5)
 
     def subscribed_ids(self) -> frozenset[str]:
@@ -129,7 +138,15 @@ class RedisChannel:
             conn = None
             try:
                 conn = self._connect()
-                conn.connect()
+                with self._lock:
+                    if self._stop.is_set():
+                        break
+                    self._connecting = conn
+                try:
+                    conn.connect()
+                finally:
+                    with self._lock:
+                        self._connecting = None
                 self._resubscribe(conn)
                 backoff = _FIRST_BACKOFF
                 while not self._stop.is_set():
@@ -181,6 +198,9 @@ class RedisChannel:
             task_id = self._ids.get(channel)
             if task_id is None:
                 return  # unsubscribed meanwhile
+            if not response[2]:  # a result too big to publish: the core reads the key
+                self._on_change(task_id, None)
+                return
             try:
                 meta: TaskMeta | None = self._decode(task_id, response[2])
             except DecodeError:

@@ -17,10 +17,11 @@ import redis.asyncio.sentinel
 import redis.cluster
 import redis.retry
 import redis.sentinel
-from redis.backoff import AbstractBackoff, ExponentialBackoff, NoBackoff
+from redis.backoff import NoBackoff
 
-from resultstore import URL
+from resultstore import URL, RetryPolicy
 
+from ._bounded import bounded
 from ._pool import WaitingPool
 
 DEFAULT_PORT = 6379
@@ -37,16 +38,20 @@ _NUMBER_OPTIONS = {
     "redis_backend_health_check_interval": 25.0,
 }
 _BOOL_OPTIONS = {"redis_retry_on_timeout": False, "redis_socket_keepalive": False}
+# A result larger than this is not published whole: subscribers get an empty message
+# and read the key. Redis drops a subscriber whose output buffer passes 32 MB (8 MB for
+# 60 s), which cost every waiter of the process its connection.
+DEFAULT_PUBLISH_MAX_BYTES = 1024 * 1024
 _OTHER_OPTIONS = {
     "redis_max_connections",
     "redis_username",
     "redis_backend_use_ssl",
+    "redis_publish_max_bytes",
     "result_backend_transport_options",
 }
-# Every option the plugin reads: hosts forward exactly these of their settings.
-KNOWN = frozenset({*_NUMBER_OPTIONS, *_BOOL_OPTIONS, *_OTHER_OPTIONS})
+# Every option the plugin reads: the core refuses any other, naming a close spelling.
+OPTION_NAMES = frozenset(_NUMBER_OPTIONS) | frozenset(_BOOL_OPTIONS) | frozenset(_OTHER_OPTIONS)
 _TRANSPORT_OPTIONS = {"global_keyprefix", "retry_policy", "master_name", "sentinel_kwargs"}
-_RETRY_KEYS = {"max_retries", "interval_start", "interval_step", "interval_max"}
 _SSL_KEYS = {"ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_check_hostname"}
 _CERT_REQS = {
     "required": "required",
@@ -66,41 +71,16 @@ _SCHEMES = ("redis", "rediss", "redis+socket", "unix", "sentinel", "redis+cluste
 
 
 @dataclass(frozen=True)
-class RetryPolicy:
-    """Bounded retries of transient connection errors: attempts after the first, and backoff."""
-
-    max_retries: int = 3
-    interval_start: float = 0.05
-    interval_max: float = 1.0
-    # Celery's retry_policy key: with it the waits grow linearly, as in Celery
-    # (start, start + step, ...); without it they double from interval_start.
-    interval_step: float | None = None
-
-    def for_redis(self, errors: tuple[type[Exception], ...], retry_class: Any) -> Any:
-        """redis-py's Retry (``retry_class``: the sync or the asyncio one) for this policy."""
-        backoff: AbstractBackoff
-        if self.interval_step is None:
-            backoff = ExponentialBackoff(cap=self.interval_max, base=self.interval_start)
-        else:
-            backoff = _LinearBackoff(self.interval_start, self.interval_step, self.interval_max)
-        return retry_class(backoff, self.max_retries, supported_errors=errors)
-
-
-class _LinearBackoff(AbstractBackoff):
-    def __init__(self, start: float, step: float, cap: float) -> None:
-        self._start, self._step, self._cap = start, step, cap
-
-    def compute(self, failures: int) -> float:
-        return float(min(self._cap, self._start + self._step * max(0, failures - 1)))
-
-
-@dataclass(frozen=True)
 class RedisSettings:
     kind: str  # "standalone", "sentinel" or "cluster"
     # Holds the password: kept out of the repr, like every other place the URL shows.
     connection: Mapping[str, Any] = field(repr=False)
     keyprefix: str = ""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # Celery's redis_retry_on_timeout: whether a command that timed out is retried
+    # (a lost connection always is, within the retry policy).
+    retry_on_timeout: bool = False
+    publish_max_bytes: int | None = DEFAULT_PUBLISH_MAX_BYTES
     health_check_interval: float = 25.0
     sentinels: tuple[tuple[str, int], ...] = ()
     master_name: str | None = None
@@ -108,10 +88,22 @@ class RedisSettings:
     startup_nodes: tuple[tuple[str, int], ...] = ()
 
 
+def _unserved_scheme(url: URL) -> str:
+    # "redis+sentinal" is closest to "redis+socket" as a whole: try what follows "+" first.
+    _, plus, rest = url.scheme.partition("+")
+    close = (plus and difflib.get_close_matches(rest, _SCHEMES, n=1)) or (
+        difflib.get_close_matches(url.scheme, _SCHEMES, n=1)
+    )
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r}); "
+        f"{hint}its schemes: {', '.join(sorted(_SCHEMES))}"
+    )
+
+
 def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     if url.scheme not in _SCHEMES:
-        raise ValueError(f"resultstore-redis does not serve scheme {url.scheme!r} ({url.masked!r})")
-    _reject_unknown(options)
+        raise ValueError(_unserved_scheme(url))
     raw_transport = options.get("result_backend_transport_options") or {}
     if not isinstance(raw_transport, Mapping):
         raise TypeError(
@@ -143,16 +135,16 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
             raise TypeError(f"redis_max_connections must be an int, got {max_connections!r}")
         if max_connections < 1:
             raise ValueError(f"redis_max_connections must be positive, got {max_connections!r}")
+    publish_max = options.get("redis_publish_max_bytes", DEFAULT_PUBLISH_MAX_BYTES)
+    if publish_max is not None and (
+        isinstance(publish_max, bool) or not isinstance(publish_max, int) or publish_max < 0
+    ):
+        raise TypeError(f"redis_publish_max_bytes must be an int >= 0 or None, got {publish_max!r}")
     health = connection["health_check_interval"]
-    retry = _retry_policy(transport.get("retry_policy"))
+    retry = RetryPolicy.from_option(transport.get("retry_policy"), "retry_policy")
     # RESP2: pub/sub messages come back from read_response (RESP3 routes them elsewhere).
     connection["protocol"] = 2
-    # redis_retry_on_timeout (Celery's name) decides whether a timed-out command is
-    # retried too; a lost connection always is, within the retry policy.
-    errors: tuple[type[Exception], ...] = (redis.ConnectionError, OSError)
-    if connection.pop("retry_on_timeout"):
-        errors += (redis.TimeoutError,)
-    connection["retry_on_error"] = list(errors)  # make_client adds the matching Retry
+    retry_on_timeout = connection.pop("retry_on_timeout")
     username = options.get("redis_username")
     if username is not None and not isinstance(username, str):
         raise TypeError(f"redis_username must be a str, got {type(username).__name__}")
@@ -173,6 +165,8 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
     common: dict[str, Any] = {
         "keyprefix": prefix,
         "retry": retry,
+        "retry_on_timeout": retry_on_timeout,
+        "publish_max_bytes": publish_max,
         "health_check_interval": float(health or 0),
     }
 
@@ -274,7 +268,10 @@ def make_client(settings: RedisSettings, flavour: _Flavour = BLOCKING) -> Any:
     """A redis-py client for the settings: Redis, a Sentinel master, or RedisCluster
     (``flavour=ASYNCIO``: the same from ``redis.asyncio``, bound to the running loop)."""
     kwargs = dict(settings.connection)
-    kwargs["retry"] = settings.retry.for_redis(tuple(kwargs["retry_on_error"]), flavour.retry)
+    # redis-py retries nothing by itself: the plugin runs every command through the
+    # core's RetryPolicy, whose time cap then holds (redis-py's own retries, and its
+    # retried connect inside each of them, multiplied the policy's budget).
+    kwargs["retry"] = flavour.retry(NoBackoff(), 0)
     if settings.kind == "sentinel":
         sentinel_kwargs = dict(settings.sentinel_kwargs) or {
             "socket_timeout": kwargs.get("socket_timeout"),
@@ -287,62 +284,39 @@ def make_client(settings: RedisSettings, flavour: _Flavour = BLOCKING) -> Any:
         sentinel_kwargs.setdefault("retry", flavour.retry(NoBackoff(), 0))
         sentinel = flavour.sentinel(list(settings.sentinels), sentinel_kwargs=sentinel_kwargs)
         assert settings.master_name is not None
+        sentinel_module = redis.asyncio.sentinel if flavour is ASYNCIO else redis.sentinel
+        managed = (
+            sentinel_module.SentinelManagedSSLConnection
+            if kwargs.get("ssl")
+            else sentinel_module.SentinelManagedConnection
+        )
+        kwargs["connection_class"] = bounded(managed)
         return sentinel.master_for(settings.master_name, **kwargs)
     if settings.kind == "cluster":
         kwargs.pop("db", None)
+        # redis-py builds each node's client itself and takes no connection class: on
+        # Cluster a read is bounded by redis_socket_timeout, not by the call's deadline.
         nodes = [flavour.cluster_node(host, port) for host, port in settings.startup_nodes]
         return flavour.cluster(startup_nodes=nodes, **kwargs)
-    client = flavour.redis(**kwargs)
+    # The client works out the connection class and arguments for the URL; its pool is
+    # replaced by one of bounded connections (the client owns it: closed with it).
+    pool = flavour.redis(**kwargs).connection_pool
     if flavour is ASYNCIO:
-        return client  # its callers are bounded by the plugin's per-loop semaphore
-    # A thread beyond the pool's connections waits for one to come free. The
-    # client above worked out the connection class and arguments for the URL.
-    pool = client.connection_pool
+        # Its callers are bounded by the plugin's per-loop semaphore.
+        plain: Any = redis.asyncio.ConnectionPool(
+            connection_class=bounded(pool.connection_class),
+            max_connections=pool.max_connections,
+            **pool.connection_kwargs,
+        )
+        return flavour.redis.from_pool(plain)
+    # A thread beyond the pool's connections waits for one to come free.
     waiting = WaitingPool(
         wait=POOL_WAIT,
-        connection_class=pool.connection_class,
+        connection_class=bounded(pool.connection_class),
         max_connections=pool.max_connections,
         **pool.connection_kwargs,
     )
-    return flavour.redis.from_pool(waiting)  # the client owns the pool: closed with it
-
-
-def _reject_unknown(options: Mapping[str, Any]) -> None:
-    known = set(_NUMBER_OPTIONS) | set(_BOOL_OPTIONS) | _OTHER_OPTIONS
-    for key in options:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"resultstore-redis does not take option {key!r}{hint}")
-
-
-def _retry_policy(raw: object) -> RetryPolicy:
-    if raw is None:
-        return RetryPolicy()
-    if not isinstance(raw, Mapping) or set(raw) - _RETRY_KEYS:
-        raise ValueError(
-            f"retry_policy must be a dict with keys among {sorted(_RETRY_KEYS)}, got {raw!r}"
-        )
-    policy = RetryPolicy(**raw)
-    if (
-        isinstance(policy.max_retries, bool)
-        or not isinstance(policy.max_retries, int)
-        or policy.max_retries < 0
-    ):
-        raise ValueError(
-            f"retry_policy max_retries must be an int >= 0, got {policy.max_retries!r}"
-        )
-    for name in ("interval_start", "interval_max", "interval_step"):
-        value = getattr(policy, name)
-        if name == "interval_step" and value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"retry_policy {name} must be a number of seconds, got {value!r}")
-    if policy.interval_step is not None and policy.interval_step < 0:
-        raise ValueError(f"retry_policy interval_step must not be negative, got {raw!r}")
-    if not (0 <= policy.interval_start <= policy.interval_max):
-        raise ValueError(f"retry_policy needs 0 <= interval_start <= interval_max, got {raw!r}")
-    return policy
+    return flavour.redis.from_pool(waiting)
 
 
 def _hosts(url: URL, default_port: int) -> tuple[tuple[tuple[str, int], ...], Any]:

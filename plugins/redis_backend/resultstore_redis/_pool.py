@@ -15,6 +15,8 @@ from typing import Any
 
 import redis
 
+from resultstore import time_left
+
 # A release that lands between a caller's failed attempt and its wait is seen
 # this much later at most (the caller checks again).
 _RECHECK = 0.01
@@ -46,11 +48,14 @@ class WaitingPool(redis.ConnectionPool):
             try:
                 return super().get_connection(*args, **kwargs)
             except _PoolFull:
-                deadline = deadline or time.monotonic() + self.wait
+                if deadline is None:
+                    # A call with a deadline waits until then at most.
+                    wait = time_left(self.wait) or self.wait
+                    deadline = time.monotonic() + wait
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise redis.ConnectionError(
-                        f"no connection came free within {self.wait:g} s "
+                        f"no connection came free within {wait:.2f} s "
                         f"(all {self.max_connections} in use)"
                     ) from None
                 with self._freed:

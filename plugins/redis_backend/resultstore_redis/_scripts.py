@@ -2,11 +2,21 @@
 
 # KEYS[1] the task key (also the pub/sub channel, as in Celery)
 # ARGV[1] the encoded meta, ARGV[2] TTL in ms ('0': none), ARGV[3] '1' to overwrite
-# a ready state, ARGV[4] the decoder for the stored value ('json' or 'msgpack').
+# a ready state, ARGV[4] the decoder for the stored value ('json' or 'msgpack'),
+# ARGV[5] '1' to publish an empty message instead of the meta (too big to publish:
+# subscribers read the key).
 # Returns 1 when written and published, 0 when a ready state was kept.
+#
+# The stored bytes being exactly ARGV[1] means this very store ran already: its reply
+# was lost and the client retried it. That is success (it was written and published
+# then), not a ready state to keep; the meta's date_done makes two different stores'
+# bytes differ. (An overwrite just writes and publishes again.)
 STORE = """
 if ARGV[3] ~= '1' then
   local current = redis.call('GET', KEYS[1])
+  if current == ARGV[1] then
+    return 1
+  end
   if current then
     local decode = cjson.decode
     if ARGV[4] == 'msgpack' then decode = cmsgpack.unpack end
@@ -24,8 +34,25 @@ if ARGV[2] == '0' then
 else
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
-redis.call('PUBLISH', KEYS[1], ARGV[1])
+if ARGV[5] == '1' then
+  redis.call('PUBLISH', KEYS[1], '')
+else
+  redis.call('PUBLISH', KEYS[1], ARGV[1])
+end
 return 1
+"""
+
+# KEYS[1] the counter's key, ARGV[1] the amount, ARGV[2] TTL in ms ('0': none).
+# Returns the new value. Without a TTL the counter is kept (PERSIST drops an earlier
+# one), as the hook's contract and the db plugin have it.
+INCR = """
+local value = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] == '0' then
+  redis.call('PERSIST', KEYS[1])
+else
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return value
 """
 
 SCRIPT_DECODERS = ("json", "msgpack")

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from ..hosts import store
+
+__all__ = ["store"]
