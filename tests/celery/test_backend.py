@@ -16,7 +16,7 @@ from celery.app.task import Context
 from celery.exceptions import ImproperlyConfigured
 
 import celery_resultstore
-from resultstore import Capability
+from resultstore import Capability, GroupMeta
 
 from .conftest import BROKER, start_worker
 
@@ -137,3 +137,27 @@ def test_a_worker_refuses_memory() -> None:
         "result_backend 'resultstore+memory://private' keeps results inside one process: "
         "a worker's pool processes and its clients could never read them."
     ) in worker.output
+
+
+def test_without_a_counter_exactly_one_part_claims_the_callback(app: Celery) -> None:
+    """The chord path of plugins without the counter capability (every first-party plugin
+    has it now, so the worker tests take the counter path): parts that find the header
+    complete race for a claim record, which only the first store wins."""
+    backend = app.backend
+    members = [tid() for _ in range(40)]
+    header = app.GroupResult(tid(), [app.AsyncResult(t) for t in members])
+    backend.store.save_group_meta(GroupMeta(header.id, header.as_tuple()))
+    for task_id in members[:-1]:
+        backend.mark_as_done(task_id, 1)
+    assert backend._claimed(header.id) is False  # the last member has not stored yet
+    backend.mark_as_done(members[-1], 1)
+    outcomes: list[bool] = []
+    racers = [
+        threading.Thread(target=lambda: outcomes.append(backend._claimed(header.id)))
+        for _ in range(8)
+    ]
+    for racer in racers:
+        racer.start()
+    for racer in racers:
+        racer.join(10)
+    assert sorted(outcomes) == [False] * 7 + [True]

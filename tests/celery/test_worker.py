@@ -119,9 +119,8 @@ def test_chord_whose_header_holds_a_chain(app: Celery) -> None:
     assert workflow.delay().get(timeout=TIMEOUT) == 3 + 10
 
 
-# 300 on Redis (no counter: every part reads the header, the first to store the claim
-# calls back) and on PostgreSQL (the counter); 100 on the others, which take the same
-# counter path as PostgreSQL, to keep the run within minutes on a 2-core machine.
+# 300 on Redis and PostgreSQL, 100 on the others (the same counter path), to keep the
+# run within minutes on a 2-core machine. The path without a counter: test_backend.py.
 CONCURRENT_CHORDS = {"redis": 300, "postgresql": 300, "sqlite": 100, "file": 100}
 
 
