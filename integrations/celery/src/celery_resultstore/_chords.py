@@ -8,7 +8,7 @@ costs one round trip whatever the chord's size. The last part joins the header
 (one ``get_many``: every part stored its state before incrementing) and sends the
 callback, or fails it with Celery's ``ChordError`` when a part failed.
 
-Without the counter (Redis until it has one) every finishing part reads the header's
+Without the counter (a third-party plugin may lack it) every finishing part reads the header's
 members (its last ones first, and the rest only when those are ready), and the
 parts that find it complete race to store a claim record: a ready state is never
 replaced, atomically in every plugin, so one wins. Correct on any plugin with
