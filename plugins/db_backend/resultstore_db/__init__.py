@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from resultstore import (
+    READY_STATES,
     BackendConfig,
     Capability,
     OnChange,
@@ -131,7 +132,8 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
 
     @property
     def fast_engine(self) -> Engine:
-        """Where the fast statements run: on PostgreSQL a pool of autocommit connections."""
+        """Where the fast statements run: on PostgreSQL and MySQL/MariaDB a pool of
+        autocommit connections (SQLite commits each write on the main engine's)."""
         return self._engines()[-1]
 
     def _engines(self) -> tuple[Engine, ...]:
@@ -145,9 +147,12 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
                     engines = (_engine.acquire(self.url, self.engine_options, self.bounds),)
                 except ModuleNotFoundError as exc:
                     raise _engine.missing_driver(self.url, exc) from exc
-                if self.dialect == "postgresql":
-                    options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
-                    engines += (_engine.acquire(self.url, options, self.bounds),)
+                if self.dialect in ("postgresql", "mysql", "mariadb"):
+                    engines += (
+                        _engine.acquire(
+                            self.url, self.engine_options, self.bounds, autocommit=True
+                        ),
+                    )
                 self._engines_of = (os.getpid(), engines)
             return self._engines_of[1]
 
@@ -274,32 +279,45 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
 
     def _store(self, meta: TaskMeta, overwrite: bool) -> _Op:
         values = row_values(self.codec, meta)
+        params = {"task_id": meta.task_id, **values}
         upsert = self.dialect in ("postgresql", "sqlite")
+        mysql = self.dialect in ("mysql", "mariadb")
         statements = self.statements
         attempts = 0
 
-        def store(db: Any) -> bool:  # a runner for the upsert, else a Connection
+        def store(db: Any) -> bool:  # a runner of fast statements, else a Connection
             nonlocal attempts
             attempts += 1
+            unchanged = False
             if upsert:
-                params = {"task_id": meta.task_id, **values}
                 written = db.first(statements.upsert[overwrite], params, write=True) is not None
+            elif mysql:
+                changed = db.count(statements.mysql_upsert(overwrite, db.engine), params)
+                # 0: the row was left as it was. Without overwrite that is a ready state
+                # kept, or an unfinished one stored again with equal values (the read
+                # below tells which); with overwrite, our values are there either way.
+                unchanged = not changed and not overwrite
+                written = changed > 0 or overwrite
             else:
                 written = statements.store_generic(db, meta.task_id, values, not overwrite)
-            if not written and attempts > 1:
-                # A retry after the connection died in COMMIT (server killed or
-                # restarted): that commit may have gone through with only its reply
-                # lost, and then the ready row blocking this attempt is our own write,
-                # not a duplicate's. Reporting False would tell the caller otherwise.
-                row = (db if upsert else ConnectionRunner(db)).first(
-                    statements.select, {"task_id": meta.task_id}
-                )
-                return row is not None and all(
-                    row[name] == values[name] for name in ("status", "result", "traceback")
-                )
-            return written
+            if written or not (unchanged or attempts > 1):
+                return written
+            row = (db if upsert or mysql else ConnectionRunner(db)).first(
+                statements.select, {"task_id": meta.task_id}
+            )
+            if row is None:
+                return False
+            if unchanged and row["status"] not in READY_STATES:
+                return True
+            # A retry after the connection died in COMMIT (server killed or
+            # restarted): that commit may have gone through with only its reply
+            # lost, and then the ready row blocking this attempt is our own write,
+            # not a duplicate's. Reporting False would tell the caller otherwise.
+            return attempts > 1 and all(
+                row[name] == values[name] for name in ("status", "result", "traceback")
+            )
 
-        return f"storing task {meta.task_id!r}", store, upsert
+        return f"storing task {meta.task_id!r}", store, upsert or mysql
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:

@@ -7,8 +7,9 @@ SQLAlchemy compiles each statement once, for the engine's dialect, and the
 call is: take a pooled connection, execute, fetch, give it back. On
 PostgreSQL the connections come from a pool of autocommit connections of
 their own (switching psycopg's autocommit per call cost two of its waits,
-~25 us); sqlite3 commits a write explicitly; MySQL's reads end with the
-pool's rollback, as they did through SQLAlchemy. Pool checkout events (the idle ping) still run,
+~25 us); sqlite3 commits a write explicitly; on MySQL/MariaDB, too, the
+connections autocommit, and go back to the pool without a rollback (PyMySQL's is
+a round trip). Pool checkout events (the idle ping) still run,
 and driver errors come out as SQLAlchemy's DBAPIError with the connection
 invalidated on a disconnect, so the retry policy treats them as before.
 """
@@ -43,7 +44,8 @@ class FastStatement:
             list(compiled.positiontup) if compiled.positional else None
         )
         self.sqlite = dialect.name == "sqlite"
-        self.commit_writes = dialect.name != "postgresql"  # its fast engine autocommits
+        # The fast engines of PostgreSQL and MySQL/MariaDB autocommit (see _engine).
+        self.commit_writes = self.sqlite
         # SQLite keeps DateTime as text, which SQLAlchemy would have parsed.
         self.dates = [c.key for c in columns if isinstance(c.type, sa.DateTime)] * self.sqlite
         # psycopg2 returns bytea as memoryview, which SQLAlchemy would have made bytes.
@@ -64,6 +66,10 @@ class FastStatement:
         """Execute and return the first row (a dict for a SELECT), or ``None``."""
         row = self._execute(engine, params, write, lambda cursor: cursor.fetchone())
         return row if row is None or not self.columns else self._row(row)
+
+    def count(self, engine: Engine, params: Mapping[str, Any]) -> int:
+        """Execute a write and return the driver's count of rows it changed."""
+        return self._execute(engine, params, True, _rowcount)
 
     def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Execute a SELECT and return every row as a dict."""
@@ -107,6 +113,10 @@ def _fetchall(cursor: Any) -> Any:
     return cursor.fetchall()
 
 
+def _rowcount(cursor: Any) -> int:
+    return int(cursor.rowcount)
+
+
 class DirectRunner:
     """Runs fast statements on the bare cursor of a pooled connection of ``engine``."""
 
@@ -117,6 +127,9 @@ class DirectRunner:
         self, statement: FastStatement, params: Mapping[str, Any], *, write: bool = False
     ) -> Any:
         return statement.run(self.engine, params, write=write)
+
+    def count(self, statement: FastStatement, params: Mapping[str, Any]) -> int:
+        return statement.count(self.engine, params)
 
     def all(self, statement: FastStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         return statement.rows(self.engine, params)
