@@ -40,6 +40,7 @@ from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
 from ._rows import meta_of, row_values
 from ._schema import Tables, collation_fixes, make_tables
+from ._stack import PoolConnections, connections_for
 from ._statements import IN_CHUNK, Statements
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
@@ -105,6 +106,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self.process_local = self.dialect == "sqlite" and in_memory
         self._engines_lock = threading.Lock()
         self._engines_of: tuple[int, tuple[Engine, ...]] = (0, ())
+        self._fast_of: tuple[int, PoolConnections | None] = (0, None)
         self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if supports_counters(self.dialect):
@@ -135,6 +137,19 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         """Where the fast statements run: on PostgreSQL and MySQL/MariaDB a pool of
         autocommit connections (SQLite commits each write on the main engine's)."""
         return self._engines()[-1]
+
+    def _fast_connections(self) -> PoolConnections:
+        """This process's source of connections for the fast statements (see _stack)."""
+        pid, connections = self._fast_of
+        if pid == os.getpid() and connections is not None:
+            return connections
+        engine = self.fast_engine
+        with self._engines_lock:
+            pid, connections = self._fast_of
+            if pid != os.getpid() or connections is None:
+                connections = connections_for(engine)
+                self._fast_of = (os.getpid(), connections)
+            return connections
 
     def _engines(self) -> tuple[Engine, ...]:
         # Looked up once per process: the lookup's key rendered the URL on every call.
@@ -202,7 +217,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         def attempt() -> Any:
             try:
                 if one_statement:
-                    return fn(DirectRunner(self.fast_engine))
+                    return fn(DirectRunner(self._fast_connections()))
                 with self.engine.begin() as conn:
                     return fn(conn)
             except sa.exc.DBAPIError as exc:
@@ -404,6 +419,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self._async.close()
         with self._engines_lock:
             (pid, engines), self._engines_of = self._engines_of, (0, ())
+            self._fast_of = (0, None)  # the engine's disposal closes its connections
         if pid == os.getpid():  # a forked child's copy holds none of the parent's engines
             for engine in dict.fromkeys(engines):
                 _engine.release(engine)

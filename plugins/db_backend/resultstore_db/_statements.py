@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from resultstore import READY_STATES
 
 from ._fast import FastStatement
-from ._rows import STORED
+from ._rows import STORED, read_columns, unpack
 from ._schema import Tables
 
 READY = sorted(READY_STATES)
@@ -34,7 +34,9 @@ class Statements:
         self.dialect = dialect
         task, revoked = tables.task, tables.revoked
         by_id = task.c.task_id == sa.bindparam("task_id", required=False)
-        self.select = FastStatement(dialect, sa.select(task).where(by_id))
+        self._columns = read_columns(task, dialect.name)
+        self._unpack = unpack if dialect.name in ("mysql", "mariadb") else None
+        self.select = self._fast(sa.select(*self._columns).where(by_id))
         self.upsert = {
             overwrite: FastStatement(dialect, self._upsert(overwrite))
             for overwrite in (False, True)
@@ -43,7 +45,7 @@ class Statements:
         any_id = task.c.task_id == sa.any_(
             sa.bindparam("ids", type_=postgresql.ARRAY(sa.String), required=False)
         )
-        self.select_any = FastStatement(dialect, sa.select(task).where(any_id))
+        self.select_any = self._fast(sa.select(*self._columns).where(any_id))
         self._in_lists: dict[int, FastStatement] = {}
         self._mysql_upserts: dict[bool, FastStatement] = {}
         now = sa.bindparam("now", type_=revoked.c.expires_at.type, required=False)
@@ -52,6 +54,10 @@ class Statements:
             sa.or_(revoked.c.expires_at.is_(None), revoked.c.expires_at > now),
         )
         self.revoked = FastStatement(dialect, in_force)
+
+    def _fast(self, select: Any) -> FastStatement:
+        """A read of metas' rows."""
+        return FastStatement(self.dialect, select, unpack=self._unpack)
 
     def _upsert(self, overwrite: bool) -> Any:
         """The store statement on PostgreSQL and SQLite: the ready guard inside the upsert."""
@@ -119,8 +125,8 @@ class Statements:
         if statement is None:
             task = self.tables.task
             ids: list[Any] = [sa.bindparam(f"id{i}", required=False) for i in range(size)]
-            select = sa.select(task).where(task.c.task_id.in_(ids))
-            statement = self._in_lists[size] = FastStatement(self.dialect, select)
+            select = sa.select(*self._columns).where(task.c.task_id.in_(ids))
+            statement = self._in_lists[size] = self._fast(select)
         padded = [*chunk, *[chunk[0]] * (size - len(chunk))]
         return statement, {f"id{i}": task_id for i, task_id in enumerate(padded)}
 
