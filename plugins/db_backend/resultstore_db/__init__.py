@@ -24,7 +24,6 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from resultstore import (
-    READY_STATES,
     BackendConfig,
     Capability,
     OnChange,
@@ -42,6 +41,7 @@ from ._rows import meta_of, row_values
 from ._schema import Tables, collation_fixes, make_tables
 from ._stack import PoolConnections, connections_for
 from ._statements import IN_CHUNK, Statements
+from ._store import store_function
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -294,45 +294,10 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
 
     def _store(self, meta: TaskMeta, overwrite: bool) -> _Op:
         values = row_values(self.codec, meta)
-        params = {"task_id": meta.task_id, **values}
-        upsert = self.dialect in ("postgresql", "sqlite")
-        mysql = self.dialect in ("mysql", "mariadb")
-        statements = self.statements
-        attempts = 0
-
-        def store(db: Any) -> bool:  # a runner of fast statements, else a Connection
-            nonlocal attempts
-            attempts += 1
-            unchanged = False
-            if upsert:
-                written = db.first(statements.upsert[overwrite], params, write=True) is not None
-            elif mysql:
-                changed = db.count(statements.mysql_upsert(overwrite, db.engine), params)
-                # 0: the row was left as it was. Without overwrite that is a ready state
-                # kept, or an unfinished one stored again with equal values (the read
-                # below tells which); with overwrite, our values are there either way.
-                unchanged = not changed and not overwrite
-                written = changed > 0 or overwrite
-            else:
-                written = statements.store_generic(db, meta.task_id, values, not overwrite)
-            if written or not (unchanged or attempts > 1):
-                return written
-            row = (db if upsert or mysql else ConnectionRunner(db)).first(
-                statements.select, {"task_id": meta.task_id}
-            )
-            if row is None:
-                return False
-            if unchanged and row["status"] not in READY_STATES:
-                return True
-            # A retry after the connection died in COMMIT (server killed or
-            # restarted): that commit may have gone through with only its reply
-            # lost, and then the ready row blocking this attempt is our own write,
-            # not a duplicate's. Reporting False would tell the caller otherwise.
-            return attempts > 1 and all(
-                row[name] == values[name] for name in ("status", "result", "traceback")
-            )
-
-        return f"storing task {meta.task_id!r}", store, upsert or mysql
+        store, one_statement = store_function(
+            self.statements, self.dialect, meta.task_id, values, overwrite
+        )
+        return f"storing task {meta.task_id!r}", store, one_statement
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
