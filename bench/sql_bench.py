@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -39,8 +40,9 @@ _MYSQL_UPSERT = (
 class Raw:
     """The same work through the bare driver: upsert + commit, SELECT + json.loads."""
 
-    def __init__(self, kind: str, dsn: str) -> None:
+    def __init__(self, kind: str, dsn: str, channel: str = "celery_taskmeta") -> None:
         self.kind = kind
+        self.channel = channel  # where a PostgreSQL store notifies
         if kind == "sqlite":
             self.conn: Any = sqlite3.connect(dsn, timeout=30)
             self.mark, self.upsert = "?", _UPSERT.format(id="", nextval="", p=", ".join("?" * 6))
@@ -66,7 +68,7 @@ class Raw:
         if self.kind == "postgresql":  # as the plugin does: the notify in the same statement
             cur.execute(
                 f"WITH w AS ({self.upsert} RETURNING task_id) "
-                "SELECT pg_notify('celery_taskmeta', task_id) FROM w",
+                f"SELECT pg_notify('{self.channel}', task_id) FROM w",
                 row,
             )
         else:
@@ -144,10 +146,17 @@ def sql_rows(
             r.ours.append(statistics.median(ours) * 1000)
             r99 = row("wait latency p99", "ms", higher=False)
             r99.ours.append(percentile(ours, 0.99) * 1000)
-            if kind == "postgresql":  # the raw limit: LISTEN/NOTIFY with psycopg
+            if kind == "postgresql":
+                # Like with like: the raw store is the same UPSERT with its NOTIFY in
+                # one statement, the raw waiter a LISTEN session woken by it.
                 theirs = wait_latencies(url, kind, dsn, "raw", waits)
                 r.raw.append(statistics.median(theirs) * 1000)
                 r99.raw.append(percentile(theirs, 0.99) * 1000)
+                # The limit of the transport alone: a bare NOTIFY, nothing stored.
+                bare = wait_latencies(url, kind, dsn, "notify", waits)
+                rb = row("wait latency p50, raw: a bare NOTIFY", "ms", higher=False)
+                rb.ours.append(statistics.median(ours) * 1000)
+                rb.raw.append(statistics.median(bare) * 1000)
     backend.close()
     raw.conn.close()
     return list(rows.values())
@@ -156,15 +165,20 @@ def sql_rows(
 STORER = """
 import sys, time
 import psycopg
+mode, url, dsn, here = sys.argv[1:5]
+sys.path.insert(0, here)
+from sql_bench import Raw
 from resultstore import Backend
-mode, url, dsn = sys.argv[1:4]
 backend = Backend(url)
-conn = psycopg.connect(dsn, autocommit=True) if mode == "raw" else None
+conn = psycopg.connect(dsn, autocommit=True) if mode == "notify" else None
+raw = Raw("postgresql", dsn, channel="bench_raw") if mode == "raw" else None
 for line in sys.stdin:
     task_id = line.strip()
     started = time.monotonic()
     if mode == "ours":
         backend.mark_as_done(task_id, 1)
+    elif mode == "raw":
+        raw.store(task_id, 1)
     else:
         conn.execute("SELECT pg_notify('bench_raw', %s)", (task_id,))
     print(started, flush=True)
@@ -172,9 +186,12 @@ for line in sys.stdin:
 
 
 def wait_latencies(url: str, kind: str, dsn: str, mode: str, n: int) -> list[float]:
-    """A waiter here, a storer in another process; latency on the shared monotonic clock."""
+    """A waiter here, a storer in another process; latency on the shared monotonic clock.
+
+    ``mode``: ``ours`` (mark_as_done, a waiter in wait_for), ``raw`` (the same UPSERT +
+    NOTIFY through psycopg, a LISTEN session), ``notify`` (a bare NOTIFY)."""
     storer = subprocess.Popen(
-        [sys.executable, "-c", STORER, mode, url, dsn],
+        [sys.executable, "-c", STORER, mode, url, dsn, str(Path(__file__).resolve().parent)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -183,7 +200,7 @@ def wait_latencies(url: str, kind: str, dsn: str, mode: str, n: int) -> list[flo
     assert storer.stdout is not None
     latencies = []
     with Backend(url) as backend:
-        listener = psycopg.connect(dsn, autocommit=True) if mode == "raw" else None
+        listener = psycopg.connect(dsn, autocommit=True) if mode != "ours" else None
         if listener is not None:
             listener.execute("LISTEN bench_raw")
         for _ in range(n):

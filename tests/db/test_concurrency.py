@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from resultstore import Backend
 from resultstore_db import _engine
 
-KINDS = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}
+KINDS = {"sqlite": "sqlite_url", "postgresql": "postgres_url", "mariadb": "mysql_url"}
 WORKERS = 4
 PER_WORKER = 200
 SHARED = 50  # ids every worker tries to finish; exactly one must win each
@@ -167,8 +167,8 @@ def test_engines_are_pooled_and_reused(url: str) -> None:
     backends = [Backend(url) for _ in range(10)]
     try:
         engines = engines_for(url)
-        # PostgreSQL: the transactional engine and the fast path's autocommit one.
-        assert len(engines) == (2 if url.startswith("db+postgresql") else 1)
+        # PostgreSQL, MariaDB: the transactional engine and the fast path's autocommit one.
+        assert len(engines) == (1 if url.startswith("db+sqlite") else 2)
         assert all(b.plugin.engine is engines[0] for b in backends)
         assert all(b.plugin.fast_engine is engines[-1] for b in backends)
         connects: list[int] = []

@@ -352,7 +352,8 @@ def test_an_idle_connection_is_pinged_and_replaced_before_use(
 
 
 def test_mariadb_killed_during_a_store(mysql_url: str, mysql_admin: str, killer: Killer) -> None:
-    """The store's connection is killed while its UPDATE waits on a row lock: it is retried."""
+    """The store's connection is killed while its statement (INSERT ... ON DUPLICATE KEY
+    UPDATE) waits on a row lock: it is retried."""
     with Backend(mysql_url) as backend:
         assert backend.mark_as_started("locked")
         locker = sa.create_engine(sa.make_url(mysql_admin).set(database=killer.database))
@@ -368,7 +369,7 @@ def test_mariadb_killed_during_a_store(mysql_url: str, mysql_admin: str, killer:
                     return [
                         pid
                         for pid, info in killer.processes(frozenset({lock_id}))
-                        if info and info.upper().startswith("UPDATE")
+                        if info and info.upper().startswith("INSERT")
                     ]
 
                 for _ in range(2):  # killed twice: the first retry is killed as well

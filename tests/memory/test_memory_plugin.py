@@ -316,3 +316,31 @@ def test_drop_store_forgets_a_named_store() -> None:
     assert drop_store("to-drop") is False
     with Backend("memory://to-drop") as backend:
         assert backend.exists("t") is False
+
+
+def test_a_stored_meta_reads_back_as_from_wire_reads_its_bytes() -> None:
+    """get() skips TaskMeta.from_wire's checks for the bytes store_result wrote: what it
+    builds must be exactly what from_wire builds from the same bytes, for every field."""
+    from resultstore import TaskInfo
+
+    info = TaskInfo(
+        name="n", args=[1, "é"], kwargs={"k": [2]}, worker="w", retries=3, queue="q",
+        group_id="g", parent_id="p", children=[["c", None]],
+    )  # fmt: skip
+    with Backend(f"memory://{uuid.uuid4().hex}", extended=True) as backend:
+        plugin = backend.plugin
+        assert isinstance(plugin, MemoryBackend)
+        backend.mark_as_started("started")
+        backend.mark_as_done("plain", {"v": [1, 2]})
+        backend.mark_as_done("extended", "x", request=info)
+        backend.mark_as_failure("failed", ValueError("boom"), request=info)
+        for task_id in ("started", "plain", "extended", "failed"):
+            data = plugin.kv_get(plugin.task_key(task_id))
+            assert data is not None
+            expected = TaskMeta.from_wire(task_id, plugin.codec.loads(data, "test"))
+            got = backend.get_task_meta(task_id)
+            assert got == expected
+            assert vars(got) == vars(expected)
+        # A caller mutating what it read changes nothing stored.
+        backend.get_task_meta("plain").result["v"].append(3)
+        assert backend.get_result("plain") == {"v": [1, 2]}

@@ -39,7 +39,9 @@ from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
 from ._rows import meta_of, row_values
 from ._schema import Tables, collation_fixes, make_tables
+from ._stack import PoolConnections, connections_for
 from ._statements import IN_CHUNK, Statements
+from ._store import store_function
 
 if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when LISTEN is used
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -104,6 +106,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self.process_local = self.dialect == "sqlite" and in_memory
         self._engines_lock = threading.Lock()
         self._engines_of: tuple[int, tuple[Engine, ...]] = (0, ())
+        self._fast_of: tuple[int, PoolConnections | None] = (0, None)
         self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if supports_counters(self.dialect):
@@ -131,8 +134,22 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
 
     @property
     def fast_engine(self) -> Engine:
-        """Where the fast statements run: on PostgreSQL a pool of autocommit connections."""
+        """Where the fast statements run: on PostgreSQL and MySQL/MariaDB a pool of
+        autocommit connections (SQLite commits each write on the main engine's)."""
         return self._engines()[-1]
+
+    def _fast_connections(self) -> PoolConnections:
+        """This process's source of connections for the fast statements (see _stack)."""
+        pid, connections = self._fast_of
+        if pid == os.getpid() and connections is not None:
+            return connections
+        engine = self.fast_engine
+        with self._engines_lock:
+            pid, connections = self._fast_of
+            if pid != os.getpid() or connections is None:
+                connections = connections_for(engine)
+                self._fast_of = (os.getpid(), connections)
+            return connections
 
     def _engines(self) -> tuple[Engine, ...]:
         # Looked up once per process: the lookup's key rendered the URL on every call.
@@ -145,9 +162,12 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
                     engines = (_engine.acquire(self.url, self.engine_options, self.bounds),)
                 except ModuleNotFoundError as exc:
                     raise _engine.missing_driver(self.url, exc) from exc
-                if self.dialect == "postgresql":
-                    options = {**self.engine_options, "isolation_level": "AUTOCOMMIT"}
-                    engines += (_engine.acquire(self.url, options, self.bounds),)
+                if self.dialect in ("postgresql", "mysql", "mariadb"):
+                    engines += (
+                        _engine.acquire(
+                            self.url, self.engine_options, self.bounds, autocommit=True
+                        ),
+                    )
                 self._engines_of = (os.getpid(), engines)
             return self._engines_of[1]
 
@@ -197,7 +217,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         def attempt() -> Any:
             try:
                 if one_statement:
-                    return fn(DirectRunner(self.fast_engine))
+                    return fn(DirectRunner(self._fast_connections()))
                 with self.engine.begin() as conn:
                     return fn(conn)
             except sa.exc.DBAPIError as exc:
@@ -274,32 +294,10 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
 
     def _store(self, meta: TaskMeta, overwrite: bool) -> _Op:
         values = row_values(self.codec, meta)
-        upsert = self.dialect in ("postgresql", "sqlite")
-        statements = self.statements
-        attempts = 0
-
-        def store(db: Any) -> bool:  # a runner for the upsert, else a Connection
-            nonlocal attempts
-            attempts += 1
-            if upsert:
-                params = {"task_id": meta.task_id, **values}
-                written = db.first(statements.upsert[overwrite], params, write=True) is not None
-            else:
-                written = statements.store_generic(db, meta.task_id, values, not overwrite)
-            if not written and attempts > 1:
-                # A retry after the connection died in COMMIT (server killed or
-                # restarted): that commit may have gone through with only its reply
-                # lost, and then the ready row blocking this attempt is our own write,
-                # not a duplicate's. Reporting False would tell the caller otherwise.
-                row = (db if upsert else ConnectionRunner(db)).first(
-                    statements.select, {"task_id": meta.task_id}
-                )
-                return row is not None and all(
-                    row[name] == values[name] for name in ("status", "result", "traceback")
-                )
-            return written
-
-        return f"storing task {meta.task_id!r}", store, upsert
+        store, one_statement = store_function(
+            self.statements, self.dialect, meta.task_id, values, overwrite
+        )
+        return f"storing task {meta.task_id!r}", store, one_statement
 
     @hookimpl
     def get(self, task_id: str) -> TaskMeta | None:
@@ -386,6 +384,7 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self._async.close()
         with self._engines_lock:
             (pid, engines), self._engines_of = self._engines_of, (0, ())
+            self._fast_of = (0, None)  # the engine's disposal closes its connections
         if pid == os.getpid():  # a forked child's copy holds none of the parent's engines
             for engine in dict.fromkeys(engines):
                 _engine.release(engine)

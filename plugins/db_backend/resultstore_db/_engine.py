@@ -93,18 +93,21 @@ def normalize(url: str) -> sa.URL:
     return parsed
 
 
-def acquire(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
+def acquire(
+    url: sa.URL, options: Mapping[str, Any], bounds: Bounds, *, autocommit: bool = False
+) -> Engine:
     """The process's engine for ``url``, counted as used until :func:`release`; a forked
-    child gets its own, never the parent's pool."""
+    child gets its own, never the parent's pool. ``autocommit``: an engine for single
+    statements, each committed by itself (the fast statements of _fast)."""
     key = (
         os.getpid(),
         url.render_as_string(hide_password=False),
-        repr((sorted(options.items()), bounds)),
+        repr((sorted(options.items()), bounds, autocommit)),
     )
     with _lock:
         engine = _engines.get(key)
         if engine is None:
-            engine = _engines[key] = _create(url, options, bounds)
+            engine = _engines[key] = _create(url, options, bounds, autocommit)
         _users[engine] = _users.get(engine, 0) + 1
         return engine
 
@@ -132,8 +135,10 @@ def _dispose_all() -> None:
         engine.dispose()
 
 
-def _create(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
+def _create(url: sa.URL, options: Mapping[str, Any], bounds: Bounds, autocommit: bool) -> Engine:
     kwargs: dict[str, Any] = dict(options)
+    if autocommit:
+        kwargs["isolation_level"] = "AUTOCOMMIT"
     if url.get_backend_name() == "sqlite":
         # Busy wait, seconds: each retry of the policy waits this long again, so
         # keep it short enough that a locked file fails within seconds, not minutes.
@@ -145,14 +150,40 @@ def _create(url: sa.URL, options: Mapping[str, Any], bounds: Bounds) -> Engine:
     elif url.get_backend_name() in ("mysql", "mariadb"):
         # No gap locks on reads of missing rows: concurrent first stores must not deadlock.
         kwargs.setdefault("isolation_level", "READ COMMITTED")
+        if autocommit:
+            # Single statements, each its own transaction: nothing to reset when a
+            # connection goes back to the pool, where PyMySQL's rollback was a round
+            # trip that made every read two.
+            kwargs["pool_reset_on_return"] = None
     engine = sa.create_engine(url, **kwargs)
     if url.get_backend_name() == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    if autocommit and url.get_backend_name() in ("mysql", "mariadb"):
+        # Listeners run in order: this one edits the arguments before a connect is made.
+        event.listen(engine, "do_connect", _changed_rows_only, insert=True)
+        event.listen(engine, "connect", _read_committed)
     bound_waits(engine, bounds)
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(engine)
     return engine
+
+
+def _changed_rows_only(_dialect: Any, _record: Any, _cargs: Any, cparams: Any) -> None:
+    """SQLAlchemy asks for FOUND_ROWS on every MySQL connection. Without it the store's
+    INSERT ... ON DUPLICATE KEY UPDATE reports 1 for an insert, 2 for an update and 0
+    for a row it left as it was (a ready state kept): with it, 1 for both (see _store)."""
+    cparams["client_flag"] = cparams.get("client_flag", 0) & ~_FOUND_ROWS
+
+
+_FOUND_ROWS = 2  # CLIENT_FOUND_ROWS of the MySQL protocol (PyMySQL's and MySQLdb's constant)
+
+
+def _read_committed(dbapi_connection: Any, _record: Any) -> None:
+    # As the main engine's sessions: no gap locks (isolation_level took AUTOCOMMIT here).
+    cursor = dbapi_connection.cursor()
+    cursor.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+    cursor.close()
 
 
 def bound_waits(engine: Engine, bounds: Bounds) -> None:

@@ -7,9 +7,10 @@ SQLAlchemy compiles each statement once, for the engine's dialect, and the
 call is: take a pooled connection, execute, fetch, give it back. On
 PostgreSQL the connections come from a pool of autocommit connections of
 their own (switching psycopg's autocommit per call cost two of its waits,
-~25 us); sqlite3 commits a write explicitly; MySQL's reads end with the
-pool's rollback, as they did through SQLAlchemy. Pool checkout events (the idle ping) still run,
-and driver errors come out as SQLAlchemy's DBAPIError with the pool
+~25 us); sqlite3 commits a write explicitly; on MySQL/MariaDB, too, the
+connections autocommit, and go back to the pool without a rollback (PyMySQL's is
+a round trip). Pool checkout events (the idle ping) still run,
+and driver errors come out as SQLAlchemy's DBAPIError with the connection
 invalidated on a disconnect, so the retry policy treats them as before.
 """
 
@@ -20,7 +21,9 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
+
+from ._stack import PoolConnections
 
 T = TypeVar("T")
 
@@ -28,7 +31,12 @@ T = TypeVar("T")
 class FastStatement:
     """One statement compiled for a dialect, run on a raw connection of an engine."""
 
-    def __init__(self, dialect: sa.Dialect, statement: Any) -> None:
+    def __init__(
+        self,
+        dialect: sa.Dialect,
+        statement: Any,
+        unpack: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
         # render_postcompile: an IN list of constants becomes plain parameters.
         compiled = statement.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
         self.statement = statement
@@ -43,11 +51,13 @@ class FastStatement:
             list(compiled.positiontup) if compiled.positional else None
         )
         self.sqlite = dialect.name == "sqlite"
-        self.commit_writes = dialect.name != "postgresql"  # its fast engine autocommits
+        # The fast engines of PostgreSQL and MySQL/MariaDB autocommit (see _engine).
+        self.commit_writes = self.sqlite
         # SQLite keeps DateTime as text, which SQLAlchemy would have parsed.
         self.dates = [c.key for c in columns if isinstance(c.type, sa.DateTime)] * self.sqlite
         # psycopg2 returns bytea as memoryview, which SQLAlchemy would have made bytes.
         self.binaries = [c.key for c in columns if isinstance(c.type, sa.LargeBinary)]
+        self.unpack = unpack  # rows whose columns travel packed (see _rows.read_columns)
 
     def _params(self, params: Mapping[str, Any]) -> Any:
         params = {**self.constants, **params}
@@ -60,14 +70,20 @@ class FastStatement:
             }
         return params if self.order is None else tuple(params[name] for name in self.order)
 
-    def run(self, engine: Engine, params: Mapping[str, Any], *, write: bool = False) -> Any:
+    def run(
+        self, connections: PoolConnections, params: Mapping[str, Any], *, write: bool = False
+    ) -> Any:
         """Execute and return the first row (a dict for a SELECT), or ``None``."""
-        row = self._execute(engine, params, write, lambda cursor: cursor.fetchone())
+        row = self._execute(connections, params, write, _fetchone)
         return row if row is None or not self.columns else self._row(row)
 
-    def rows(self, engine: Engine, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    def count(self, connections: PoolConnections, params: Mapping[str, Any]) -> int:
+        """Execute a write and return the driver's count of rows it changed."""
+        return self._execute(connections, params, True, _rowcount)
+
+    def rows(self, connections: PoolConnections, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """Execute a SELECT and return every row as a dict."""
-        return [self._row(row) for row in self._execute(engine, params, False, _fetchall)]
+        return [self._row(row) for row in self._execute(connections, params, False, _fetchall)]
 
     def _row(self, row: Sequence[Any]) -> dict[str, Any]:
         found = dict(zip(self.columns, row, strict=True))
@@ -77,16 +93,25 @@ class FastStatement:
         for name in self.binaries:
             if type(found[name]) is memoryview:
                 found[name] = bytes(found[name])
-        return found
+        return found if self.unpack is None else self.unpack(found)
+
+    def shape(self, row: dict[str, Any]) -> dict[str, Any]:
+        """A row SQLAlchemy read, as :meth:`_row` makes it."""
+        return row if self.unpack is None else self.unpack(row)
 
     def _execute(
-        self, engine: Engine, params: Mapping[str, Any], write: bool, fetch: Callable[[Any], T]
+        self,
+        connections: PoolConnections,
+        params: Mapping[str, Any],
+        write: bool,
+        fetch: Callable[[Any], T],
     ) -> T:
-        error = engine.dialect.loaded_dbapi.Error
+        dialect = connections.dialect
+        error = dialect.loaded_dbapi.Error
         try:
-            connection = engine.raw_connection()
+            connection = connections.take()
         except error as exc:  # SQLAlchemy's Connection would have wrapped this one too
-            raise _wrap(engine, self.sql, exc, params, None, None) from exc
+            raise _wrap(dialect, self.sql, exc, params, lost=True) from exc
         cursor = None
         try:
             cursor = connection.cursor()
@@ -94,32 +119,48 @@ class FastStatement:
             found = fetch(cursor)
             if write and self.commit_writes:
                 connection.commit()
-            return found
+            cursor.close()
         except error as exc:
-            raise _wrap(engine, self.sql, exc, params, connection, cursor) from exc
-        finally:
             if cursor is not None:
                 cursor.close()
-            connection.close()  # back to the pool
+            lost = connections.drop(connection, exc, cursor)
+            raise _wrap(dialect, self.sql, exc, params, lost=lost) from exc
+        except BaseException:
+            connections.drop(connection, RuntimeError("interrupted"), cursor)
+            raise
+        connections.give(connection)
+        return found
+
+
+def _fetchone(cursor: Any) -> Any:
+    return cursor.fetchone()
 
 
 def _fetchall(cursor: Any) -> Any:
     return cursor.fetchall()
 
 
-class DirectRunner:
-    """Runs fast statements on the bare cursor of a pooled connection of ``engine``."""
+def _rowcount(cursor: Any) -> int:
+    return int(cursor.rowcount)
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+
+class DirectRunner:
+    """Runs fast statements on the bare cursor of a connection of ``connections``."""
+
+    def __init__(self, connections: PoolConnections) -> None:
+        self.connections = connections
+        self.engine = connections.engine
 
     def first(
         self, statement: FastStatement, params: Mapping[str, Any], *, write: bool = False
     ) -> Any:
-        return statement.run(self.engine, params, write=write)
+        return statement.run(self.connections, params, write=write)
+
+    def count(self, statement: FastStatement, params: Mapping[str, Any]) -> int:
+        return statement.count(self.connections, params)
 
     def all(self, statement: FastStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return statement.rows(self.engine, params)
+        return statement.rows(self.connections, params)
 
 
 class ConnectionRunner:
@@ -132,29 +173,17 @@ class ConnectionRunner:
         self, statement: FastStatement, params: Mapping[str, Any], *, write: bool = False
     ) -> Any:
         row = self.connection.execute(statement.statement, params).mappings().first()
-        return None if row is None else dict(row)
+        return None if row is None else statement.shape(dict(row))
 
     def all(self, statement: FastStatement, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         found = self.connection.execute(statement.statement, params).mappings().all()
-        return [dict(row) for row in found]
+        return [statement.shape(dict(row)) for row in found]
 
 
 def _wrap(
-    engine: Engine,
-    sql: str,
-    exc: Any,
-    params: Mapping[str, Any],
-    connection: Any,
-    cursor: Any,
+    dialect: sa.Dialect, sql: str, exc: Any, params: Mapping[str, Any], *, lost: bool
 ) -> sa.exc.StatementError:
     """What SQLAlchemy would have raised: a DBAPIError, invalidated on a disconnect."""
-    dialect = engine.dialect
-    lost = connection is None or dialect.is_disconnect(exc, connection.driver_connection, cursor)
-    if lost and connection is not None:
-        # The whole pool, as SQLAlchemy's Connection does: after a server restart every
-        # pooled connection is dead, and invalidating one per failed attempt used up
-        # the retries on them (a store failed when the pool held more than its retries).
-        engine.pool._invalidate(connection, exc)
     wrapped: sa.exc.StatementError = sa.exc.DBAPIError.instance(
         sql,
         dict(params),

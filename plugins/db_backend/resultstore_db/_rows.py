@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
+
+import sqlalchemy as sa
 
 from resultstore import READY_STATES, Codec, TaskMeta
 
@@ -13,6 +17,37 @@ STORED = (
     "task_id", "status", "result", "date_done", "traceback", "children",
     "name", "args", "kwargs", "worker", "retries", "queue", "stamps",
 )  # fmt: skip
+
+
+# On MySQL/MariaDB a read packs every column of the meta but the result into one
+# JSON array (binary ones in base64). PyMySQL parses a description packet per column
+# of each result set and a value per column of each row: a get of the 15 columns took
+# 750 us where one of 2 took 390 us (the raw driver's read of status and result).
+_PACKED = (
+    "task_id", "status", "date_done", "traceback", "children",
+    "name", "args", "kwargs", "worker", "retries", "queue",
+)  # fmt: skip
+_PACKED_BINARY = ("children", "args", "kwargs")
+
+
+def read_columns(task: sa.Table, dialect: str) -> list[Any]:
+    """What a read selects: the columns of a meta (not ``id`` nor ``stamps``)."""
+    if dialect not in ("mysql", "mariadb"):
+        return [task.c[name] for name in STORED]
+    parts = [sa.func.to_base64(task.c[n]) if n in _PACKED_BINARY else task.c[n] for n in _PACKED]
+    return [task.c.result, sa.func.json_array(*parts).label("packed")]
+
+
+def unpack(row: dict[str, Any]) -> dict[str, Any]:
+    """A packed MySQL/MariaDB row (see read_columns) as the row of its columns."""
+    found = dict(zip(_PACKED, json.loads(row["packed"]), strict=True))
+    found["result"] = row["result"]
+    for name in _PACKED_BINARY:
+        if found[name] is not None:
+            found[name] = base64.b64decode(found[name])  # skips the newlines TO_BASE64 adds
+    if found["date_done"] is not None:
+        found["date_done"] = datetime.fromisoformat(found["date_done"])
+    return found
 
 
 def row_values(codec: Codec, meta: TaskMeta) -> dict[str, Any]:

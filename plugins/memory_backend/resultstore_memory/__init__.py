@@ -9,11 +9,13 @@ a provider mutates later can change a stored result.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
 
 from resultstore import (
     BackendConfig,
@@ -29,12 +31,18 @@ __all__ = ["MemoryBackend", "drop_store"]
 Clock = Callable[[], float]
 
 
+# A stored value, its expiry time, and for a task meta whether its state is ready
+# (None: not known, e.g. written by kv_set): the ready-state guard reads that flag
+# instead of decoding the stored meta.
+_Entry = tuple[bytes, "float | None", "bool | None"]
+
+
 class _Store:
     """One named store: values with their expiry time, and the open push channels."""
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.data: dict[str, tuple[bytes, float | None]] = {}
+        self.data: dict[str, _Entry] = {}
         # A leaf lock, never held while calling out: the hub opens channels under its
         # own lock while a storing thread holds ``lock`` and calls into the hub.
         self.channels_lock = threading.Lock()
@@ -44,6 +52,12 @@ class _Store:
         with self.channels_lock:
             return list(self.channels)
 
+
+# What TaskMeta.to_wire leaves out of a record: every field's default.
+_ABSENT = {
+    f.name: None if f.default is dataclasses.MISSING else f.default
+    for f in dataclasses.fields(TaskMeta)
+}
 
 _stores: dict[str, _Store] = {}
 _stores_lock = threading.Lock()
@@ -154,16 +168,19 @@ class MemoryBackend(KeyValueStore):
         self._channels: list[_Channel] = []
 
     def kv_get(self, key: str) -> bytes | None:
-        store = self._store
-        with store.lock:
-            entry = store.data.get(key)
-            if entry is None:
-                return None
-            value, expires_at = entry
-            if expires_at is not None and expires_at <= self.clock():
-                del store.data[key]
-                return None
-            return value
+        entry = self._live(key)
+        return None if entry is None else entry[0]
+
+    def _live(self, key: str) -> _Entry | None:
+        """The unexpired entry of ``key``. A dict's ``get`` is atomic: a read takes the
+        lock only to delete what expired."""
+        entry = self._store.data.get(key)
+        if entry is None or entry[1] is None or entry[1] > self.clock():
+            return entry
+        with self._store.lock:
+            if self._store.data.get(key) is entry:
+                del self._store.data[key]
+        return None
 
     def kv_mget(self, keys: Sequence[str]) -> list[bytes | None]:
         with self._store.lock:
@@ -172,7 +189,7 @@ class MemoryBackend(KeyValueStore):
     def kv_set(self, key: str, value: bytes, ttl: float | None) -> None:
         expires_at = None if ttl is None else self.clock() + ttl
         with self._store.lock:
-            self._store.data[key] = (value, expires_at)
+            self._store.data[key] = (value, expires_at, None)
 
     def kv_delete(self, key: str) -> bool:
         with self._store.lock:
@@ -184,8 +201,49 @@ class MemoryBackend(KeyValueStore):
         return self._store.lock
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
-        for channel in self._store.open_channels():
-            channel.dispatch(meta.task_id)
+        if self._store.channels:  # nothing to copy under the lock when nobody listens
+            for channel in self._store.open_channels():
+                channel.dispatch(meta.task_id)
+
+    # store_result and get are KeyValueStore's, with fewer layers: the ready-state
+    # guard reads the entry's flag instead of decoding the stored meta, and a get
+    # takes no lock. Profiled (cProfile, 5,000 of each): the lock, clock and call
+    # layers around the dict were half of a get beyond the raw dict + json.loads.
+
+    @hookimpl
+    def store_result(self, meta: TaskMeta, ttl: float | None, overwrite: bool) -> bool:
+        key = self.task_key(meta.task_id)
+        data = self.encode_meta(meta)
+        expires_at = None if ttl is None else self.clock() + ttl
+        store = self._store
+        with store.lock:
+            if not overwrite:
+                entry = self._live(key)
+                if entry is not None and (
+                    entry[2] if entry[2] is not None else self._is_ready(meta.task_id, entry[0])
+                ):
+                    return False
+            store.data[key] = (data, expires_at, meta.ready)
+            self.announce(meta, data)
+        return True
+
+    @hookimpl
+    def get(self, task_id: str) -> TaskMeta | None:
+        entry = self._live(self.task_key(task_id))
+        if entry is None:
+            return None
+        if entry[2] is None:  # bytes from kv_set: checked as any stored record is
+            return self.decode_meta(task_id, entry[0])
+        # Bytes store_result encoded from a TaskMeta, in this process: a meta by
+        # construction, so TaskMeta.from_wire's checks (a third of a get) are skipped.
+        # Decoded anew on every read all the same: a caller that mutates what it got
+        # cannot change what is stored.
+        wire = self.codec.loads(entry[0], f"stored meta of task {task_id!r}")
+        fields = {**_ABSENT, **wire}
+        if wire["date_done"] is not None:
+            fields["date_done"] = datetime.fromisoformat(wire["date_done"])
+        fields["extended"] = "name" in wire
+        return TaskMeta.from_fields(fields)
 
     # The async twins run the sync hooks on the loop: they only touch this
     # process's memory, under a lock held for microseconds.
@@ -216,7 +274,9 @@ class MemoryBackend(KeyValueStore):
     def cleanup(self) -> int:
         now = self.clock()
         with self._store.lock:
-            expired = [k for k, (_, at) in self._store.data.items() if at is not None and at <= now]
+            expired = [
+                k for k, (_, at, _) in self._store.data.items() if at is not None and at <= now
+            ]
             for key in expired:
                 del self._store.data[key]
         return len(expired)
