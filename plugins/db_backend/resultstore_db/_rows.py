@@ -25,13 +25,13 @@ STORED = (
 # 750 us where one of 2 took 390 us (the raw driver's read of status and result).
 _PACKED = (
     "task_id", "status", "date_done", "traceback", "children",
-    "name", "args", "kwargs", "worker", "retries", "queue",
+    "name", "args", "kwargs", "worker", "retries", "queue", "stamps",
 )  # fmt: skip
-_PACKED_BINARY = ("children", "args", "kwargs")
+_PACKED_BINARY = ("children", "args", "kwargs", "stamps")
 
 
 def read_columns(task: sa.Table, dialect: str) -> list[Any]:
-    """What a read selects: the columns of a meta (not ``id`` nor ``stamps``)."""
+    """What a read selects: the columns of a meta (not ``id``)."""
     if dialect not in ("mysql", "mariadb"):
         return [task.c[name] for name in STORED]
     parts = [sa.func.to_base64(task.c[n]) if n in _PACKED_BINARY else task.c[n] for n in _PACKED]
