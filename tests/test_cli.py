@@ -936,7 +936,9 @@ def test_unreachable_backend_exits_4_with_the_password_masked(cmd: list[str]) ->
     assert (run.rc, run.out) == (4, "")
     assert re.fullmatch(
         r"resultstore: error: BackendUnavailable: \w+ celery-task-meta-x failed on "
-        r"redis://:\*\*\*\*@127\.0\.0\.1:1/0 after \d+ retries: ConnectionError: [^\n]+\n",
+        r"redis://:\*\*\*\*@127\.0\.0\.1:1/0 after 4 attempts in [\d.]+ s, no retries left "
+        r"\(max_retries=3\): ConnectionError: Error 111 connecting to 127\.0\.0\.1:1\. "
+        r"Connection refused\.\n",
         run.err,
     ), run.err
     assert "s3cret" not in run.err

@@ -25,6 +25,7 @@ FILES = (
     "plugins/redis_backend/README.md",
     "plugins/db_backend/README.md",
     "examples/file_backend/README.md",
+    "integrations/celery/README.md",
     "integrations/taskiq/README.md",
     "integrations/dramatiq/README.md",
 )

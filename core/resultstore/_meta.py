@@ -130,6 +130,7 @@ class TaskMeta:
             "parent_id": parent_id,
             "extended": False,
             **_NO_EXTENDED,
+            "extra": None,
         }
         if "name" in wire or "args" in wire or "worker" in wire:
             fields["extended"] = True

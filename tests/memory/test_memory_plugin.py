@@ -334,7 +334,8 @@ def test_a_stored_meta_reads_back_as_from_wire_reads_its_bytes() -> None:
         backend.mark_as_done("plain", {"v": [1, 2]})
         backend.mark_as_done("extended", "x", request=info)
         backend.mark_as_failure("failed", ValueError("boom"), request=info)
-        for task_id in ("started", "plain", "extended", "failed"):
+        backend.store_result("extra", 1, "SUCCESS", extra={"host": {"labels": ["a"]}})
+        for task_id in ("started", "plain", "extended", "failed", "extra"):
             data = plugin.kv_get(plugin.task_key(task_id))
             assert data is not None
             expected = TaskMeta.from_wire(task_id, plugin.codec.loads(data, "test"))

@@ -59,6 +59,9 @@ _ABSENT = {
     for f in dataclasses.fields(TaskMeta)
 }
 
+# The wire keys of a meta's own fields: any other is a host's extra field.
+_WIRE_KEYS = frozenset(_ABSENT) - {"extended", "extra"}
+
 _stores: dict[str, _Store] = {}
 _stores_lock = threading.Lock()
 
@@ -239,6 +242,8 @@ class MemoryBackend(KeyValueStore):
         # Decoded anew on every read all the same: a caller that mutates what it got
         # cannot change what is stored.
         wire = self.codec.loads(entry[0], f"stored meta of task {task_id!r}")
+        if not wire.keys() <= _WIRE_KEYS:  # a host's extra fields: from_wire sorts them out
+            return TaskMeta.from_wire(task_id, wire)
         fields = {**_ABSENT, **wire}
         if wire["date_done"] is not None:
             fields["date_done"] = datetime.fromisoformat(wire["date_done"])
