@@ -302,7 +302,14 @@ class BackendTests(HostTests, ForkTests, RestartTests):
                     pass
 
         def finisher() -> None:
+            # Each id is finished once the child writes it, so that every finishing store
+            # lands amid its late writes however the scheduler spreads the two processes
+            # (a child slow to start once let this process finish all alone). Within one
+            # budget: a child stuck on an id whose SUCCESS it overwrote never comes.
+            budget_end = time.monotonic() + self.wait_timeout
             for task_id in ids:
+                while time.monotonic() < budget_end and backend.get_state(task_id) != STARTED:
+                    pass
                 backend.mark_as_done(task_id, task_id)
 
         race_with_a_child(late_worker, finisher, self.wait_timeout * 6)
