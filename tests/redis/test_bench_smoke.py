@@ -40,9 +40,10 @@ def test_bench_smoke(redis_url: str) -> None:
         "await latency (asyncio) p99 (lower is better)",
         "SQLite: join of 100 done, large (lower is better)",
         "PostgreSQL: wait latency p50 (lower is better)",
+        "PostgreSQL: wait latency p50, raw: a bare NOTIFY (lower is better)",
         "MariaDB: get_many of 100, small",
         "Celery on Redis: wait latency p50 (lower is better)",
         "Celery on PostgreSQL: store one at a time, small",
     ):
         assert expected in scenarios
-    assert len(scenarios) == 51
+    assert len(scenarios) == 52
