@@ -30,6 +30,7 @@ from ._errors import (
 from ._executor import Executor, Signature, Task
 from ._hookspecs import NotifyChannel, OnChange, hookimpl, hookspec
 from ._kv import KeyValueStore
+from ._listing import CountQuery, ListQuery, ResultPage
 from ._loops import PerLoop
 from ._meta import GroupMeta, TaskInfo, TaskMeta
 from ._plugins import BackendConfig, Capability
@@ -80,6 +81,7 @@ __all__ = [
     "BackendUnavailable",
     "Capability",
     "Codec",
+    "CountQuery",
     "DecodeError",
     "EagerResult",
     "EncodeError",
@@ -88,12 +90,14 @@ __all__ = [
     "GroupResult",
     "InvalidURL",
     "KeyValueStore",
+    "ListQuery",
     "NotifyChannel",
     "OnChange",
     "PerLoop",
     "PluginValidationError",
     "RemoteError",
     "RemoteTraceback",
+    "ResultPage",
     "ResultSet",
     "ResultStoreError",
     "RetryPolicy",

@@ -20,6 +20,7 @@ from ._args import (
     validate_task_id,
 )
 from ._backend_groups import Groups
+from ._backend_listing import Listing
 from ._backend_marks import Marks
 from ._backend_waits import Waits
 from ._errors import (
@@ -65,7 +66,7 @@ def _ignore(count: int) -> None:
     pass
 
 
-class Backend(Marks, Waits, Groups):
+class Backend(Marks, Waits, Groups, Listing):
     """A result store selected by URL.
 
     >>> backend = Backend("memory://")

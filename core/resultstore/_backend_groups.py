@@ -15,9 +15,8 @@ from typing import TYPE_CHECKING, cast
 
 from ._args import DEFAULT, Expires, _Default, validate_task_id
 from ._backend_plugin import PluginHost
-from ._errors import UnsupportedOperation
 from ._meta import GroupMeta
-from ._plugins import Capability, plugin_name
+from ._plugins import Capability
 
 if TYPE_CHECKING:
     from ._backend import Backend
@@ -89,10 +88,3 @@ class Groups(PluginHost):
         """Delete the counter ``name``. Idempotent; returns whether it existed."""
         self._require(Capability.COUNTER, "forget_counter")
         return bool(self._hook.forget_counter(name=validate_task_id(name, "counter name")))
-
-    def _require(self, capability: Capability, operation: str) -> None:
-        if capability not in self.capabilities:
-            raise UnsupportedOperation(
-                f"{operation} needs capability {capability.value!r}, which plugin "
-                f"{plugin_name(self.plugin)} for {self.url.masked!r} does not declare"
-            )

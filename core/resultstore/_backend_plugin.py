@@ -19,7 +19,12 @@ from typing import Any
 import pluggy
 
 from . import _hookspecs, _registry
-from ._errors import BackendLoadError, PluginValidationError, ResultStoreError
+from ._errors import (
+    BackendLoadError,
+    PluginValidationError,
+    ResultStoreError,
+    UnsupportedOperation,
+)
 from ._plugins import (
     BackendConfig,
     Capability,
@@ -57,6 +62,13 @@ class PluginHost:
     _get: Callable[..., Any]
     _store: Callable[..., Any]
     _observed: bool
+
+    def _require(self, capability: Capability, operation: str) -> None:
+        if capability not in self.capabilities:
+            raise UnsupportedOperation(
+                f"{operation} needs capability {capability.value!r}, which plugin "
+                f"{plugin_name(self.plugin)} for {self.url.masked!r} does not declare"
+            )
 
     def _start_plugin(self, resolved: _registry.Resolved) -> None:
         self._resolved = resolved

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import pluggy
 
+from ._listing import CountQuery, ListQuery, ResultPage
 from ._meta import GroupMeta, TaskMeta
 
 PROJECT = "resultstore"
@@ -129,6 +130,26 @@ def incr(name: str, amount: int, ttl: float | None) -> int | None:
 @hookspec(firstresult=True)
 def forget_counter(name: str) -> bool | None:
     """Capability ``counter``: delete the counter. Idempotent: return whether it existed."""
+
+
+@hookspec(firstresult=True)
+def list_results(query: ListQuery) -> ResultPage | None:
+    """Capability ``listing``: one page of stored results that pass ``query``'s filters.
+
+    In the listing order (``resultstore._listing``: unfinished first, then newest
+    ``date_done`` first, then task id, all descending), starting strictly after
+    ``query.after`` (the decoded cursor) and at most ``query.limit`` long, with the
+    cursor of the last item when more follow. ``ListQuery.matches`` is the reference
+    for the filters; a plugin that reads its records anyway can return
+    ``page_of(records, query)``.
+    """
+
+
+@hookspec(firstresult=True)
+def count_results(query: CountQuery) -> Mapping[str, list[int]] | None:
+    """Capability ``listing``: counts by state of the results in ``query``'s window,
+    ``{state: [count per bucket]}`` with ``query.buckets`` counts (see
+    ``CountQuery.bucket``); ``count_of(records, query)`` is the reference."""
 
 
 # --- capability ``async``: asyncio twins of the storage hooks ------------------

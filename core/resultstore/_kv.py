@@ -15,12 +15,13 @@ from __future__ import annotations
 import os
 import threading
 import zlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from ._errors import DecodeError
 from ._hookspecs import hookimpl
+from ._listing import CountQuery, ListQuery, ResultPage, count_of, page_of
 from ._meta import GroupMeta, TaskMeta
 from ._plugins import BackendConfig
 
@@ -106,6 +107,11 @@ class KeyValueStore:
         """Compare-and-set: store ``value`` (with ``ttl``) only if ``key`` holds exactly
         ``expected`` now (``None``: nothing), in one atomic step of the engine; return
         whether it was stored. Override it to use it instead of ``kv_lock``."""
+        raise NotImplementedError
+
+    def kv_scan(self, prefix: str) -> Iterable[str]:
+        """Capability ``listing``: every key that starts with ``prefix`` (in any order,
+        each once; a key stored or deleted during the scan may be left out)."""
         raise NotImplementedError
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
@@ -248,3 +254,31 @@ class KeyValueStore:
     @hookimpl
     def forget_counter(self, name: str) -> bool:
         return self.kv_delete(self.counter_key(name))
+
+    # --- capability ``listing``: every task key read, in batches of one multi-get ---
+
+    @hookimpl
+    def list_results(self, query: ListQuery) -> ResultPage:
+        return page_of(self.stored_metas(), query)
+
+    @hookimpl
+    def count_results(self, query: CountQuery) -> Mapping[str, list[int]]:
+        return count_of(self.stored_metas(), query)
+
+    def stored_metas(self, batch: int = 500) -> Iterator[TaskMeta]:
+        """Every stored task meta, by ``kv_scan`` and ``kv_mget`` (a public helper).
+
+        A record that cannot be decoded is left out: one bad record must not hide all
+        the others from an operator (a ``get`` of its id raises the DecodeError).
+        """
+        prefix = self.task_key("")
+        keys = list(self.kv_scan(prefix))
+        for start in range(0, len(keys), batch):
+            chunk = keys[start : start + batch]
+            for key, data in zip(chunk, self.kv_mget(chunk), strict=True):
+                if data is None:
+                    continue  # deleted or expired since the scan
+                try:
+                    yield self.decode_meta(key[len(prefix) :], data)
+                except DecodeError:
+                    continue

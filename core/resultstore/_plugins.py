@@ -28,6 +28,7 @@ class Capability(str, enum.Enum):
     REVOKE = "revoke"
     ASYNC = "async"
     COUNTER = "counter"
+    LISTING = "listing"
 
     def __str__(self) -> str:
         return self.value
@@ -43,6 +44,7 @@ CAPABILITY_HOOKS: Mapping[Capability, tuple[str, ...]] = {
     Capability.REVOKE: ("revoke", "is_revoked"),
     Capability.ASYNC: ("async_store_result", "async_get", "async_forget"),
     Capability.COUNTER: ("incr", "forget_counter"),
+    Capability.LISTING: ("list_results", "count_results"),
 }
 # Hooks two capabilities need together: the asyncio twin of a native path.
 JOINT_HOOKS: Mapping[frozenset[Capability], tuple[str, ...]] = {

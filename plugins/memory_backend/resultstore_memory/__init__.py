@@ -146,6 +146,7 @@ class MemoryBackend(KeyValueStore):
             Capability.REVOKE,
             Capability.ASYNC,
             Capability.COUNTER,
+            Capability.LISTING,
         }
     )
 
@@ -202,6 +203,10 @@ class MemoryBackend(KeyValueStore):
 
     def kv_lock(self, key: str) -> AbstractContextManager[object]:
         return self._store.lock
+
+    def kv_scan(self, prefix: str) -> list[str]:
+        with self._store.lock:
+            return [key for key in self._store.data if key.startswith(prefix)]
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
         if self._store.channels:  # nothing to copy under the lock when nobody listens
