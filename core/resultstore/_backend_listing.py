@@ -63,18 +63,22 @@ class Listing(PluginHost):
     def count_results(
         self,
         *,
+        name: str | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        id_prefix: str | None = None,
         buckets: int = 1,
     ) -> dict[str, list[int]]:
-        """How many results each state has in the window, ``{state: [count per bucket]}``.
+        """How many results each state has, ``{state: [count per bucket]}``.
 
-        The window is ``since <= date_done < until``, cut into ``buckets`` equal slices
-        (both ends needed then); unfinished results count in the last slice of a
-        window without ``until``. States without results are left out. Needs
-        capability ``listing``.
+        The filters are :meth:`list_results`'s but states; the window ``since <=
+        date_done < until`` is cut into ``buckets`` equal slices (both ends needed
+        then), and unfinished results count in the last slice of a window without
+        ``until``. States without results are left out. Needs capability ``listing``.
         """
-        query = CountQuery(since=since, until=until, buckets=buckets)
+        query = CountQuery(
+            name=name, since=since, until=until, id_prefix=id_prefix, buckets=buckets
+        )
         self._require(Capability.LISTING, "count_results")
         counts = self._hook.count_results(query=query)
         return check_counts(counts, query, plugin_name(self.plugin))

@@ -110,8 +110,9 @@ class KeyValueStore:
         raise NotImplementedError
 
     def kv_scan(self, prefix: str) -> Iterable[str]:
-        """Capability ``listing``: every key that starts with ``prefix`` (in any order,
-        each once; a key stored or deleted during the scan may be left out)."""
+        """Capability ``listing``: every key that starts with ``prefix``, a literal string
+        (in any order, each once; a key stored or deleted during the scan may be left
+        out)."""
         raise NotImplementedError
 
     def announce(self, meta: TaskMeta, data: bytes) -> None:
@@ -259,20 +260,21 @@ class KeyValueStore:
 
     @hookimpl
     def list_results(self, query: ListQuery) -> ResultPage:
-        return page_of(self.stored_metas(), query)
+        return page_of(self.stored_metas(query.id_prefix or ""), query)
 
     @hookimpl
     def count_results(self, query: CountQuery) -> Mapping[str, list[int]]:
-        return count_of(self.stored_metas(), query)
+        return count_of(self.stored_metas(query.id_prefix or ""), query)
 
-    def stored_metas(self, batch: int = 500) -> Iterator[TaskMeta]:
-        """Every stored task meta, by ``kv_scan`` and ``kv_mget`` (a public helper).
+    def stored_metas(self, id_prefix: str = "", batch: int = 500) -> Iterator[TaskMeta]:
+        """Every stored task meta whose id starts with ``id_prefix``, by ``kv_scan`` and
+        ``kv_mget`` (a public helper).
 
         A record that cannot be decoded is left out: one bad record must not hide all
         the others from an operator (a ``get`` of its id raises the DecodeError).
         """
         prefix = self.task_key("")
-        keys = list(self.kv_scan(prefix))
+        keys = list(self.kv_scan(prefix + id_prefix))
         for start in range(0, len(keys), batch):
             chunk = keys[start : start + batch]
             for key, data in zip(chunk, self.kv_mget(chunk), strict=True):

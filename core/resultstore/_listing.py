@@ -45,11 +45,6 @@ def _aware(value: datetime | None, what: str) -> datetime | None:
     return value.astimezone(timezone.utc)
 
 
-def _window(since: datetime | None, until: datetime | None) -> None:
-    if since is not None and until is not None and since >= until:
-        raise ValueError(f"since ({since.isoformat()}) must be before until ({until.isoformat()})")
-
-
 @dataclass(frozen=True)
 class Position:
     """Where a result sorts: ``unfinished`` first, then ``at`` (``date_done``), then
@@ -95,29 +90,59 @@ class Position:
 
 
 @dataclass(frozen=True)
-class ListQuery:
-    """What to list: every filter is optional, all given ones must hold.
+class Filters:
+    """What listing and counting share: ``name`` (the task name, stored with
+    ``result_extended=True`` only), ``id_prefix``, and the window ``since <= date_done <
+    until`` of finished results; unfinished ones have no ``date_done`` and pass when
+    ``until`` is ``None`` (a window that reaches now includes what runs now)."""
+
+    name: str | None = None
+    id_prefix: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        for what in ("name", "id_prefix"):
+            value = getattr(self, what)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValueError(f"{what} must be a non-empty str, got {value!r}")
+        object.__setattr__(self, "since", _aware(self.since, "since"))
+        object.__setattr__(self, "until", _aware(self.until, "until"))
+        if self.since is not None and self.until is not None and self.since >= self.until:
+            raise ValueError(
+                f"since ({self.since.isoformat()}) must be before until ({self.until.isoformat()})"
+            )
+
+    def matches(self, meta: TaskMeta) -> bool:
+        """Whether ``meta`` passes these filters."""
+        if self.name is not None and meta.name != self.name:
+            return False
+        if self.id_prefix is not None and not meta.task_id.startswith(self.id_prefix):
+            return False
+        if meta.status not in READY_STATES or meta.date_done is None:
+            return self.until is None
+        if self.since is not None and meta.date_done < self.since:
+            return False
+        return self.until is None or meta.date_done < self.until
+
+
+@dataclass(frozen=True)
+class ListQuery(Filters):
+    """What to list: the :class:`Filters`, and
 
     - ``states``: only these states (``{"FAILURE"}``, custom states too);
-    - ``name``: only this task name (stored with ``result_extended=True`` only);
-    - ``since`` / ``until``: ``since <= date_done < until`` for finished results;
-      unfinished ones have no ``date_done`` and are listed when ``until`` is ``None``
-      (a window that reaches now includes what is running now);
-    - ``id_prefix``: task ids that start with it;
     - ``limit``: results per page (1 to 1,000);
-    - ``cursor``: the ``cursor`` of the previous page, to get the next one.
+    - ``cursor``: the ``cursor`` of the previous page, to get the next one
+      (``after`` is its decoded :class:`Position`).
     """
 
     states: frozenset[str] | None = None
-    name: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    id_prefix: str | None = None
     limit: int = DEFAULT_LIMIT
     cursor: str | None = None
     after: Position | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.states is not None:
             if isinstance(self.states, str) or not isinstance(self.states, Collection):
                 raise TypeError(f"states must be a collection of str, got {self.states!r}")
@@ -125,13 +150,6 @@ class ListQuery:
             if bad or not self.states:
                 raise ValueError(f"states must be non-empty str, got {sorted(map(repr, self.states))}")
             object.__setattr__(self, "states", frozenset(self.states))
-        for what in ("name", "id_prefix"):
-            value = getattr(self, what)
-            if value is not None and (not isinstance(value, str) or not value):
-                raise ValueError(f"{what} must be a non-empty str, got {value!r}")
-        object.__setattr__(self, "since", _aware(self.since, "since"))
-        object.__setattr__(self, "until", _aware(self.until, "until"))
-        _window(self.since, self.until)
         if isinstance(self.limit, bool) or not isinstance(self.limit, int):
             raise TypeError(f"limit must be an int, got {self.limit!r}")
         if not 1 <= self.limit <= MAX_LIMIT:
@@ -143,19 +161,7 @@ class ListQuery:
         """Whether ``meta`` passes every filter but the cursor."""
         if self.states is not None and meta.status not in self.states:
             return False
-        if self.name is not None and meta.name != self.name:
-            return False
-        if self.id_prefix is not None and not meta.task_id.startswith(self.id_prefix):
-            return False
-        return in_window(meta, self.since, self.until)
-
-
-def in_window(meta: TaskMeta, since: datetime | None, until: datetime | None) -> bool:
-    if meta.status not in READY_STATES or meta.date_done is None:
-        return until is None
-    if since is not None and meta.date_done < since:
-        return False
-    return until is None or meta.date_done < until
+        return super().matches(meta)
 
 
 @dataclass(frozen=True)
@@ -168,21 +174,16 @@ class ResultPage:
 
 
 @dataclass(frozen=True)
-class CountQuery:
-    """Counts by state of the results in a window, in ``buckets`` equal slices of it.
+class CountQuery(Filters):
+    """Counts by state of the results that pass the :class:`Filters`, in ``buckets``
+    equal slices of the window (both ends needed for more than one). Unfinished
+    results count in the last slice of a window without ``until``, as listing shows
+    them."""
 
-    With ``buckets`` > 1 both ends are needed. Unfinished results count in the last
-    bucket of a window without ``until`` (they are live now), like listing shows them.
-    """
-
-    since: datetime | None = None
-    until: datetime | None = None
     buckets: int = 1
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "since", _aware(self.since, "since"))
-        object.__setattr__(self, "until", _aware(self.until, "until"))
-        _window(self.since, self.until)
+        super().__post_init__()
         if isinstance(self.buckets, bool) or not isinstance(self.buckets, int):
             raise TypeError(f"buckets must be an int, got {self.buckets!r}")
         if not 1 <= self.buckets <= MAX_BUCKETS:
@@ -198,12 +199,14 @@ class CountQuery:
         return (self.until - self.since) / self.buckets
 
     def bucket(self, meta: TaskMeta) -> int | None:
-        """The bucket ``meta`` counts in, or ``None`` when it is outside the window."""
-        if not in_window(meta, self.since, self.until):
+        """The bucket ``meta`` counts in, or ``None`` when it does not pass the filters."""
+        if not self.matches(meta):
             return None
         step = self.step
-        if step is None or meta.date_done is None or meta.status not in READY_STATES:
-            return self.buckets - 1 if step is not None else 0
+        if step is None:
+            return 0
+        if meta.date_done is None or meta.status not in READY_STATES:
+            return self.buckets - 1
         assert self.since is not None
         return min(int((meta.date_done - self.since) / step), self.buckets - 1)
 

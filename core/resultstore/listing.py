@@ -11,11 +11,11 @@ from ._listing import (
     MAX_BUCKETS,
     MAX_LIMIT,
     CountQuery,
+    Filters,
     ListQuery,
     Position,
     ResultPage,
     count_of,
-    in_window,
     page_of,
 )
 
@@ -23,10 +23,10 @@ __all__ = [
     "MAX_BUCKETS",
     "MAX_LIMIT",
     "CountQuery",
+    "Filters",
     "ListQuery",
     "Position",
     "ResultPage",
     "count_of",
-    "in_window",
     "page_of",
 ]

@@ -24,6 +24,7 @@ import pytest
 pytest.register_assert_rewrite(
     "resultstore.testing._fork",
     "resultstore.testing._hosts",
+    "resultstore.testing._listing",
     "resultstore.testing._plumbing",
     "resultstore.testing._processes",
     "resultstore.testing._restart",

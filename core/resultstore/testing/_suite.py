@@ -38,6 +38,7 @@ from .. import (
 from .._registry import GROUP
 from ._fork import ForkTests
 from ._hosts import HostTests
+from ._listing import ListingTests
 from ._plumbing import wait_until
 from ._processes import race_with_a_child
 from ._restart import RestartTests
@@ -98,7 +99,7 @@ def _fail_with(exc: BaseException) -> BaseException:
         return raised
 
 
-class BackendTests(HostTests, ForkTests, RestartTests):
+class BackendTests(HostTests, ListingTests, ForkTests, RestartTests):
     """Subclass as ``TestX(BackendTests)`` and set ``url`` (or override ``make_backend``).
 
     Knobs for engines that need them:
@@ -112,6 +113,9 @@ class BackendTests(HostTests, ForkTests, RestartTests):
       a store is seen by the core's poller within its 0.1 s interval and a read).
     - ``wait_timeout``: the deadline of waits that are expected to succeed.
     - ``expiry_grace``: how long after its TTL a record may still be readable.
+    - ``listing_results`` and ``seed_results``: how many results the listing test
+      pages through while stores go on (10,000), and how they are stored (a bulk
+      load where one store per result would take minutes).
     - ``keeps_group_ids``: False where the storage format has no place for a
       task's group_id and parent_id (Celery's SQL tables have none).
     - ``restart_server``: a fixture to override (none by default) returning a
