@@ -1,4 +1,4 @@
-"""The ``resultstore`` command: look at, wait for, forget and revoke results by id.
+"""The ``resultstore`` command: list results, look at, wait for, forget and revoke them.
 
 Exit codes: 0 success, 1 a task failed or was revoked, 2 usage error (bad
 arguments, URL or id), 3 a wait timed out, 4 the backend failed (unreachable,
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from . import __version__, _registry
+from . import __version__, _cli_list, _registry
 from ._args import validate_task_id
 from ._backend import Backend
 from ._errors import (
@@ -155,6 +155,12 @@ def cmd_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_ls(args: argparse.Namespace) -> int:
+    with _backend(args) as backend:
+        _cli_list.run(args, backend, _emit_json)
+    return EXIT_OK
+
+
 def cmd_cleanup(args: argparse.Namespace) -> int:
     with _backend(args) as backend:
         if Capability.CLEANUP not in backend.capabilities:
@@ -221,9 +227,7 @@ def _exit_for(metas: Any) -> int:
 
 def _print_meta(args: argparse.Namespace, backend: Backend, meta: TaskMeta, exists: bool) -> None:
     if args.json:
-        wire = meta.to_wire()
-        del wire["status"]
-        _emit_json({"task_id": meta.task_id, "state": meta.status, "exists": exists, **wire})
+        _emit_json(_cli_list.record(meta, exists=exists))
         return
     state = meta.status if exists else f"{meta.status} (nothing stored)"
     lines = [f"task       {meta.task_id}", f"state      {state}"]
@@ -301,6 +305,7 @@ def _parser() -> argparse.ArgumentParser:
     wait.add_argument(
         "--timeout", type=_seconds, default=None, help="seconds to wait (default: forever)"
     )
+    _cli_list.add_arguments(add("ls", cmd_ls, "list stored results, newest first, or count them"))
     add("cleanup", cmd_cleanup, "delete expired results now")
     demo = add("demo", cmd_demo, "run the lifecycle demo")
     demo.add_argument("url", nargs="?", help="backend URL (default: a temporary SQLite file)")
