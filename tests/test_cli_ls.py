@@ -54,7 +54,12 @@ def test_ls_filters_and_json(seeded: Backend, url: str) -> None:  # noqa: F811
     assert ids("--prefix", "other-") == ["other-5"]
     assert ids("--since", "1h") == ["t-4", "other-5", "t-3", "t-2", "t-1"]
     assert ids("--until", "1h") == []
-    assert ids("--until", datetime.now(timezone.utc).isoformat()) == ["other-5", "t-3", "t-2", "t-1"]
+    assert ids("--until", datetime.now(timezone.utc).isoformat()) == [
+        "other-5",
+        "t-3",
+        "t-2",
+        "t-1",
+    ]
     record = json_lines(cli_run("ls", "--json", "--backend", url, "--prefix", "t-3").out)[0]
     assert record == {
         "task_id": "t-3",
@@ -97,8 +102,8 @@ def test_ls_counts_by_state(seeded: Backend, url: str) -> None:  # noqa: F811
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--since", "yesterday"], "argument --since: not a time: 'yesterday' (use 30m, 1h, 2d ago, "
-         "or ISO-8601 like 2026-11-30T12:00)"),
+        (["--since", "yesterday"], "argument --since: not a time: 'yesterday' (use 30m, "
+         "1h, 2d ago, or ISO-8601 like 2026-11-30T12:00)"),
         (["--limit", "0"], "argument --limit: must be 1 or more: '0'"),
         (["--cursor", "abc"], "cursor 'abc' is not one a listing returned (pass the 'cursor' of "
          "the previous page as it is)"),

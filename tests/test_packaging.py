@@ -119,7 +119,7 @@ def test_wheels_install_and_work_in_a_fresh_venv(tmp_path: Path) -> None:
         "memory",
         "resultstore-memory",
         "0.1.0",
-        "async,cleanup,counter,get_many,groups,push,revoke,ttl",
+        "async,cleanup,counter,get_many,groups,listing,push,revoke,ttl",
         "ok",
     ]
     demo = run(command, "demo", "memory://demo", cwd=tmp_path)

@@ -64,7 +64,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, backend: Backend, emit_json: Any) -> None:
-    filters = {"name": args.name, "since": args.since, "until": args.until, "id_prefix": args.prefix}
+    filters = {
+        "name": args.name,
+        "since": args.since,
+        "until": args.until,
+        "id_prefix": args.prefix,
+    }
     if args.counts:
         counts = backend.count_results(**filters)
         for state, (number,) in sorted(counts.items(), key=lambda item: -item[1][0]):
@@ -86,7 +91,9 @@ def run(args: argparse.Namespace, backend: Backend, emit_json: Any) -> None:
         print(f"{meta.task_id:<36}  {meta.status:<8}  {done:<26}  {meta.name or '-':<20}  {result}")
 
 
-def _listed(backend: Backend, args: argparse.Namespace, filters: dict[str, Any]) -> Iterator[TaskMeta]:
+def _listed(
+    backend: Backend, args: argparse.Namespace, filters: dict[str, Any]
+) -> Iterator[TaskMeta]:
     """Results up to ``--limit`` (or all), page by page; the cursor to go on goes to
     stderr when the limit stops the listing early."""
     left = None if args.all else args.limit

@@ -148,7 +148,9 @@ class ListQuery(Filters):
                 raise TypeError(f"states must be a collection of str, got {self.states!r}")
             bad = [s for s in self.states if not isinstance(s, str) or not s]
             if bad or not self.states:
-                raise ValueError(f"states must be non-empty str, got {sorted(map(repr, self.states))}")
+                raise ValueError(
+                    f"states must be non-empty str, got {sorted(map(repr, self.states))}"
+                )
             object.__setattr__(self, "states", frozenset(self.states))
         if isinstance(self.limit, bool) or not isinstance(self.limit, int):
             raise TypeError(f"limit must be an int, got {self.limit!r}")

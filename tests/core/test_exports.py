@@ -33,6 +33,7 @@ EXPECTED_ALL = [
     "BackendUnavailable",
     "Capability",
     "Codec",
+    "CountQuery",
     "DecodeError",
     "EagerResult",
     "EncodeError",
@@ -41,12 +42,14 @@ EXPECTED_ALL = [
     "GroupResult",
     "InvalidURL",
     "KeyValueStore",
+    "ListQuery",
     "NotifyChannel",
     "OnChange",
     "PerLoop",
     "PluginValidationError",
     "RemoteError",
     "RemoteTraceback",
+    "ResultPage",
     "ResultSet",
     "ResultStoreError",
     "RetryPolicy",
@@ -131,6 +134,7 @@ def test_public_classes() -> None:
         "BackendUnavailable",
         "Capability",
         "Codec",
+    "CountQuery",
         "DecodeError",
         "EagerResult",
         "EncodeError",
@@ -139,12 +143,14 @@ def test_public_classes() -> None:
         "GroupResult",
         "InvalidURL",
         "KeyValueStore",
+    "ListQuery",
         "NotifyChannel",
         "PerLoop",
         "PluginValidationError",
         "RemoteError",
         "RemoteTraceback",
-        "ResultSet",
+        "ResultPage",
+    "ResultSet",
         "ResultStoreError",
         "RetryPolicy",
         "Signature",
@@ -211,3 +217,20 @@ def test_remote_error_pickles_and_copies() -> None:
             "Traceback ...",
         )
         assert str(again) == "myapp.errors.ValueError: bad input"
+
+
+def test_listing_module_for_plugin_authors_is_pinned() -> None:
+    import resultstore.listing
+
+    assert resultstore.listing.__all__ == [
+        "MAX_BUCKETS",
+        "MAX_LIMIT",
+        "CountQuery",
+        "Filters",
+        "ListQuery",
+        "Position",
+        "ResultPage",
+        "count_of",
+        "page_of",
+    ]
+    assert resultstore.listing.ListQuery is resultstore.ListQuery

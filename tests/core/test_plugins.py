@@ -229,7 +229,7 @@ def test_capability_with_some_of_its_hooks(use: Callable[[type], str]) -> None:
 def test_unknown_capability(use: Callable[[type], str]) -> None:
     assert _rejected(use, UnknownCapability) == (
         f"plugin {qualname(UnknownCapability)} declares unknown capability 'teleport' "
-        "(known: ttl, push, get_many, groups, cleanup, revoke, async, counter)"
+        "(known: ttl, push, get_many, groups, cleanup, revoke, async, counter, listing)"
     )
 
 

@@ -7,6 +7,7 @@ that results other tests stored in the same store never show.
 
 from __future__ import annotations
 
+import queue
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -18,6 +19,10 @@ import pytest
 from .. import FAILURE, STARTED, SUCCESS, Backend, Capability, ResultPage, TaskInfo, TaskMeta
 from ..listing import ListQuery, Position, page_of
 from ._plumbing import Plumbing
+
+
+# Results stored after each page of the paging test, while the next one is read.
+LATE_PER_PAGE = 10
 
 
 def _prefix() -> str:
@@ -54,11 +59,7 @@ class ListingTests(Plumbing):
         store per result would take minutes (each engine's own tests still prove the
         stores). The default stores them from 8 threads."""
         with ThreadPoolExecutor(8) as pool:
-            list(
-                pool.map(
-                    lambda m: backend.store_result(m.task_id, m.result, m.status), metas
-                )
-            )
+            list(pool.map(lambda m: backend.store_result(m.task_id, m.result, m.status), metas))
 
     def test_listing_pages_in_order(self, backend: Backend, other: Backend) -> None:
         self.require(backend, Capability.LISTING)
@@ -111,7 +112,11 @@ class ListingTests(Plumbing):
             # A window that reaches now lists what still runs; one that ends before does not.
             assert ids(since=mid) == ["b3", "b1", "b2"]
             assert ids(since=mid, until=end) == ["b2"]
-            assert _ids(extended, 5, id_prefix=f"{prefix}b") == [f"{prefix}b3", f"{prefix}b1", f"{prefix}b2"]
+            assert _ids(extended, 5, id_prefix=f"{prefix}b") == [
+                f"{prefix}b3",
+                f"{prefix}b1",
+                f"{prefix}b2",
+            ]
             assert ids(name="tasks.none") == []
             missing = extended.list_results(id_prefix=f"{prefix}zz")
             assert (missing.items, missing.cursor) == ([], None)
@@ -142,18 +147,18 @@ class ListingTests(Plumbing):
                 SUCCESS: [4],
                 FAILURE: [1],
             }
-            # Two equal slices: [start, mid') holds the first four, [mid', end) the last
-            # one, where mid' is the middle of the window; it is chosen so that it falls
-            # between the two batches.
+            # Two equal slices that meet at mid: the first batch in one, the late one in
+            # the other (the unfinished one is left out: the window ends).
+            half = max(mid - start, end - mid) + timedelta(milliseconds=1)
             halves = extended.count_results(
-                id_prefix=prefix, since=mid - (end - mid), until=end, buckets=2
+                id_prefix=prefix, since=mid - half, until=mid + half, buckets=2
             )
-            assert halves == {SUCCESS: [0, 1]}
-            before = extended.count_results(
+            assert halves == {SUCCESS: [3, 1], FAILURE: [1, 0]}
+            quarters = extended.count_results(
                 id_prefix=prefix, since=start - timedelta(seconds=1), until=mid, buckets=4
             )
-            assert sum(before[SUCCESS]) == 3 and sum(before[FAILURE]) == 1
-            assert len(before[SUCCESS]) == 4
+            assert [sum(quarters[SUCCESS]), sum(quarters[FAILURE])] == [3, 1]
+            assert [len(quarters[SUCCESS]), len(quarters[FAILURE])] == [4, 4]
             assert extended.count_results(id_prefix=f"{prefix}none") == {}
 
     def test_paging_misses_and_repeats_nothing_while_stores_go_on(self, backend: Backend) -> None:
@@ -164,25 +169,34 @@ class ListingTests(Plumbing):
             for i in range(self.listing_results)
         ]
         self.seed_results(backend, seeded)
-        stop = threading.Event()
+        # After each page the writer stores a batch while the next page is read: stores
+        # go on throughout, bounded in number (a free-running writer would starve the
+        # reader of the GIL and grow every page's work).
+        pages_read: queue.Queue[bool] = queue.Queue()
         late: list[str] = []
 
         def go_on() -> None:
             with self.make_backend() as writer:
-                while not stop.is_set():
-                    late.append(f"{prefix}late-{len(late):05}")
-                    if len(late) % 2:
-                        writer.mark_as_done(late[-1], -1)
-                    else:
-                        writer.mark_as_started(late[-1])
+                while pages_read.get():
+                    for _ in range(LATE_PER_PAGE):
+                        late.append(f"{prefix}late-{len(late):05}")
+                        if len(late) % 2:
+                            writer.mark_as_done(late[-1], -1)
+                        else:
+                            writer.mark_as_started(late[-1])
 
-        writer = threading.Thread(target=go_on)
-        writer.start()
+        thread = threading.Thread(target=go_on)
+        thread.start()
+        seen: list[str] = []
+        pages = 0
         try:
-            seen = _ids(backend, 500, id_prefix=prefix, states={SUCCESS, FAILURE})
+            for page in _pages(backend, 500, id_prefix=prefix, states={SUCCESS, FAILURE}):
+                seen.extend(meta.task_id for meta in page.items)
+                pages += 1
+                pages_read.put(True)
         finally:
-            stop.set()
-            writer.join()
+            pages_read.put(False)
+            thread.join()
         expected = {m.task_id for m in seeded}
         # Late results stored before a page was read may be on it (they sort first);
         # every seeded result must be listed exactly once, in the listing order.
@@ -194,7 +208,8 @@ class ListingTests(Plumbing):
         failures = _ids(backend, 1000, id_prefix=prefix, states={FAILURE})
         assert sorted(failures) == sorted(t for t in expected if int(t[-5:]) % 10 == 0)
         assert backend.count_results(id_prefix=prefix)[FAILURE] == [len(failures)]
-        assert len(late) > 0
+        assert pages >= len(expected) // 500
+        assert len(late) == LATE_PER_PAGE * pages
 
     def test_listing_refuses_bad_arguments(self, backend: Backend) -> None:
         self.require(backend, Capability.LISTING)
