@@ -20,7 +20,6 @@ from .. import FAILURE, STARTED, SUCCESS, Backend, Capability, ResultPage, TaskI
 from ..listing import ListQuery, Position, page_of
 from ._plumbing import Plumbing
 
-
 # Results stored after each page of the paging test, while the next one is read.
 LATE_PER_PAGE = 10
 
