@@ -1,0 +1,110 @@
+"""``resultstore-dashboard --backend URL [--host 127.0.0.1] [--port 8000] [--token TOKEN]``.
+
+The backend is opened before the server starts, so a wrong URL or a missing plugin
+fails at once with resultstore's own message (password masked), not at the first
+request. Binding anything but loopback without a token is refused before a socket
+is opened.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+import uvicorn
+
+from resultstore import Backend, ResultStoreError
+
+from . import __version__
+from .app import create_app
+from .security import check_token, is_loopback
+
+TOKEN_ENV = "RESULTSTORE_DASHBOARD_TOKEN"
+# A stream still open at shutdown is cut after this long (the browser reconnects).
+GRACEFUL_SHUTDOWN = 3
+
+
+def parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resultstore-dashboard",
+        description="Serve a dashboard of the results stored in a resultstore backend.",
+    )
+    parser.add_argument(
+        "--backend",
+        required=True,
+        metavar="URL",
+        help="the store to show, e.g. redis://localhost:6379/0 or db+sqlite:///results.db",
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="the address to bind (default 127.0.0.1; any other needs a token)",
+    )
+    parser.add_argument("--port", type=int, default=8000, help="the port (default 8000)")
+    parser.add_argument(
+        "--token",
+        default=None,
+        help=(
+            f"require this token (at least 16 characters) on every request; also read "
+            f"from ${TOKEN_ENV}, which keeps it out of the process list"
+        ),
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="uvicorn's log level (default info)",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
+    try:
+        check_token(token, args.host)
+    except ValueError as exc:
+        print(f"resultstore-dashboard: {exc}", file=sys.stderr)
+        return 2
+    try:
+        backend = Backend(args.backend)
+    except (ResultStoreError, ValueError, TypeError) as exc:
+        print(f"resultstore-dashboard: cannot open the backend: {exc}", file=sys.stderr)
+        return 2
+    try:
+        app = create_app(backend, token=token)
+        shown = f"[{args.host}]" if ":" in args.host else args.host
+        where = f"http://{shown}:{args.port}/"
+        login = "" if token is None else " (open it once with ?token=<your token>)"
+        print(
+            f"resultstore-dashboard {__version__}: {backend.url.masked} on {where}{login}",
+            file=sys.stderr,
+            flush=True,
+        )
+        if not is_loopback(args.host):
+            print(
+                "resultstore-dashboard: serving beyond this machine; every request needs the "
+                "token. Put it behind TLS (a reverse proxy) when the network is not trusted.",
+                file=sys.stderr,
+                flush=True,
+            )
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
+            # The dashboard is not behind a proxy by default: trust no forwarded headers.
+            proxy_headers=False,
+            server_header=False,
+        )
+    finally:
+        backend.close()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
