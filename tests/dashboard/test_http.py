@@ -401,3 +401,25 @@ def test_the_event_stream_follows_progress_until_the_task_finishes(
     assert '"state": "SUCCESS"' in events[-1]
     assert '"ready": true' in events[-1]
     assert client.get("/api/events?id=").status_code == 400
+
+
+def test_mounted_under_a_prefix_every_link_keeps_it(store: Backend) -> None:
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    store.mark_as_done("t1", 1)
+    outer = Starlette(routes=[Mount("/ops/results", app=create_app(store))])
+    with TestClient(outer, base_url=LOCAL, follow_redirects=False) as c:
+        page = c.get("/ops/results/results").text
+        assert 'href="/ops/results/tasks/t1"' in page
+        assert 'href="/ops/results/static/dashboard.css"' in page
+        assert c.get("/ops/results/static/dashboard.css").status_code == 200
+        found = c.get("/ops/results/search?id=t1")
+        assert found.headers["location"] == "/ops/results/tasks/t1"
+        task = c.get(found.headers["location"]).text
+        assert 'action="/ops/results/actions/forget"' in task
+        done = c.post(
+            "/ops/results/actions/forget", data={"task_id": "t1", "csrf": csrf_of(task)}
+        )
+        assert done.headers["location"] == "/ops/results/results?forgotten=t1"
+        assert not store.exists("t1")

@@ -90,6 +90,14 @@ def _nice_ceiling(value: int) -> int:
         step *= 10
 
 
+def _marks(top: int) -> list[int]:
+    """Round values from 0 to ``top`` (a 1, 2 or 5 times a power of ten) for gridlines:
+    10 -> 0, 2, ..., 10; 20 -> 0, 5, ..., 20; 5 -> 0, 1, ..., 5."""
+    step = top // 4 if str(top).startswith("2") else top // 5
+    step = max(step, 1)
+    return list(range(0, top + 1, step))
+
+
 def _tick_label(when: datetime, step: timedelta) -> str:
     if step >= timedelta(days=1):
         return when.strftime("%b %d")
@@ -140,7 +148,6 @@ def build(counts: Mapping[str, list[int]], since: datetime, until: datetime) -> 
         Tick(round(LEFT + slot * i, 2), _tick_label(since + step * i, step * every))
         for i in range(0, buckets, every)
     ]
-    marks = sorted({top * k // 4 for k in range(5)})  # 0..top; fewer when top < 4
-    grid = [Gridline(round(baseline - plot_h * m / top, 2), str(m)) for m in marks]
+    grid = [Gridline(round(baseline - plot_h * m / top, 2), str(m)) for m in _marks(top)]
     legend = [(s, colour(s), sum(counts[s])) for s in states]
     return Chart(WIDTH, HEIGHT, LEFT, baseline, bars, ticks, grid, legend, sum(totals))

@@ -22,6 +22,7 @@ from .app import create_app
 from .security import check_token, is_loopback
 
 TOKEN_ENV = "RESULTSTORE_DASHBOARD_TOKEN"
+BACKEND_ENV = "RESULTSTORE_BACKEND"
 # A stream still open at shutdown is cut after this long (the browser reconnects).
 GRACEFUL_SHUTDOWN = 3
 
@@ -33,9 +34,19 @@ def parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--backend",
-        required=True,
+        default=os.environ.get(BACKEND_ENV),
         metavar="URL",
-        help="the store to show, e.g. redis://localhost:6379/0 or db+sqlite:///results.db",
+        help=(
+            "the store to show, e.g. redis://localhost:6379/0 or db+sqlite:///results.db "
+            f"(default: ${BACKEND_ENV}, as for the resultstore command)"
+        ),
+    )
+    parser.add_argument(
+        "--accept",
+        metavar="NAMES",
+        default=None,
+        help="serializers to read, comma-separated (default: json; pickle only if you trust "
+        "every writer of the store)",
     )
     parser.add_argument(
         "--host",
@@ -52,6 +63,16 @@ def parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help=(
+            "behind a reverse proxy (TLS): trust its X-Forwarded-Proto and X-Forwarded-For "
+            "from these addresses (comma-separated), so that the CSRF check sees the scheme "
+            "the browser used; off by default"
+        ),
+    )
+    parser.add_argument(
         "--log-level",
         default="info",
         choices=["critical", "error", "warning", "info", "debug"],
@@ -62,7 +83,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    options = parser()
+    args = options.parse_args(argv)
+    if not args.backend:
+        options.error(f"--backend URL is required (or ${BACKEND_ENV})")
     token = args.token if args.token is not None else (os.environ.get(TOKEN_ENV) or None)
     try:
         check_token(token, args.host)
@@ -70,14 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"resultstore-dashboard: {exc}", file=sys.stderr)
         return 2
     try:
-        backend = Backend(args.backend)
+        accept = None if args.accept is None else [n for n in args.accept.split(",") if n]
+        backend = Backend(args.backend, accept_content=accept)
     except (ResultStoreError, ValueError, TypeError) as exc:
         print(f"resultstore-dashboard: cannot open the backend: {exc}", file=sys.stderr)
         return 2
     try:
         app = create_app(backend, token=token)
         shown = f"[{args.host}]" if ":" in args.host else args.host
-        where = f"http://{shown}:{args.port}/"
+        # Port 0: the system picks one, and uvicorn's own line below names it.
+        where = f"http://{shown}:{args.port}/" if args.port else f"{shown}, a free port"
         login = "" if token is None else " (open it once with ?token=<your token>)"
         print(
             f"resultstore-dashboard {__version__}: {backend.url.masked} on {where}{login}",
@@ -97,8 +123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             log_level=args.log_level,
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN,
-            # The dashboard is not behind a proxy by default: trust no forwarded headers.
-            proxy_headers=False,
+            # Trust no forwarded headers unless told which proxy sends them.
+            proxy_headers=args.forwarded_allow_ips is not None,
+            forwarded_allow_ips=args.forwarded_allow_ips,
             server_header=False,
         )
     finally:

@@ -149,11 +149,11 @@ def extended(meta: TaskMeta) -> list[tuple[str, str]]:
     """The extended fields (``result_extended=True``) as label and text."""
     if not meta.extended:
         return []
-    rows = [("name", meta.name), ("worker", meta.worker), ("queue", meta.queue)]
+    rows = [("Name", meta.name), ("Worker", meta.worker), ("Queue", meta.queue)]
     shown = [(label, value or "") for label, value in rows]
-    shown.append(("retries", "" if meta.retries is None else str(meta.retries)))
-    shown.append(("args", "" if meta.args is None else compact(meta.args)))
-    shown.append(("kwargs", "" if meta.kwargs is None else compact(meta.kwargs)))
+    shown.append(("Retries", "" if meta.retries is None else str(meta.retries)))
+    shown.append(("Args", "" if meta.args is None else compact(meta.args)))
+    shown.append(("Kwargs", "" if meta.kwargs is None else compact(meta.kwargs)))
     return shown
 
 
@@ -177,7 +177,13 @@ def snapshot(meta: TaskMeta | None) -> dict[str, Any]:
             "label": step.label,
         },
         "summary": summary(meta),
+        # The page's "Meta" box follows the stored meta (kept short: it is progress).
+        "result": shorten_block(pretty(meta.result)),
     }
+
+
+def shorten_block(text: str, length: int = 10_000) -> str:
+    return text if len(text) <= length else text[:length] + "\n..."
 
 
 def wire(meta: TaskMeta) -> dict[str, Any]:

@@ -38,6 +38,10 @@
     }
     state.textContent = snapshot.state;
     state.dataset.state = snapshot.state;
+    const meta = document.getElementById("result");
+    if (meta && typeof snapshot.result === "string") {
+      meta.textContent = snapshot.result;
+    }
     if (snapshot.progress) {
       bar.max = snapshot.progress.total;
       bar.value = snapshot.progress.current;
