@@ -99,6 +99,11 @@ def test_the_token_opens_by_header_or_by_a_login_that_sets_a_cookie(
     assert "SameSite=strict" in cookie
     assert TOKEN not in cookie  # a digest of it, not the token
     assert guarded.get("/tasks/t1").status_code == 200  # the client keeps the cookie
+    # The login keeps a quoted path as it is, and never redirects to another host.
+    odd = guarded.get(f"/tasks/a%2Fb?token={TOKEN}")
+    assert odd.headers["location"] == "/tasks/a%2Fb"
+    twice = guarded.get(f"http://dashboard.example:8000//evil.example/x?token={TOKEN}")
+    assert twice.headers["location"] == "/evil.example/x"
     guarded.cookies.clear()
     assert guarded.get("/tasks/t1").status_code == 401
 
@@ -423,3 +428,36 @@ def test_mounted_under_a_prefix_every_link_keeps_it(store: Backend) -> None:
         )
         assert done.headers["location"] == "/ops/results/results?forgotten=t1"
         assert not store.exists("t1")
+
+
+@pytest.mark.timeout(30)
+def test_a_closed_event_stream_leaves_no_watch_behind(store: Backend) -> None:
+    import asyncio
+
+    from resultstore_dashboard.sse import EventStream
+
+    store.mark_as_started("running")
+    sent: list[dict[str, object]] = []
+
+    async def scenario() -> None:
+        first = asyncio.Event()
+        leave = asyncio.Event()
+
+        async def receive() -> dict[str, object]:
+            await leave.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, object]) -> None:
+            sent.append(dict(message))
+            if b"event: state" in message.get("body", b""):  # type: ignore[operator]
+                first.set()
+
+        stream = asyncio.ensure_future(EventStream(store, "running")({}, receive, send))
+        await asyncio.wait_for(first.wait(), 10)
+        assert store.waiting_ids() == {"running"}  # watched while the page is open
+        leave.set()  # the browser goes away
+        await asyncio.wait_for(stream, 10)
+
+    asyncio.run(scenario())
+    assert store.waiting_ids() == frozenset()
+    assert sent[0]["status"] == 200

@@ -30,7 +30,7 @@ from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from starlette.datastructures import URL, MutableHeaders
+from starlette.datastructures import MutableHeaders
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
@@ -160,9 +160,12 @@ class Gate:
         if not _equal(conn.query_params["token"], self.token):
             return PlainTextResponse("401 Unauthorized: wrong token", status_code=401)
         rest = [(k, v) for k, v in conn.query_params.multi_items() if k != "token"]
-        target = URL(scope=conn.scope).replace(query=urlencode(rest))
-        # A relative location: the Host header chose the scheme and name we are reached by.
-        location = target.path + (f"?{target.query}" if target.query else "")
+        # The path as the browser sent it (still quoted: a task id may hold "/"), and
+        # relative: the Host header chose the scheme and name we are reached by. Never
+        # "//host/...", which a browser would take for another site.
+        raw = conn.scope.get("raw_path") or conn.scope["path"].encode()
+        path = "/" + raw.decode("latin-1").lstrip("/")
+        location = path + (f"?{urlencode(rest)}" if rest else "")
         response = RedirectResponse(location, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
