@@ -36,7 +36,7 @@ from .conftest import (
 
 TIMEOUT_MS = 10_000
 SCREENSHOT = ROOT / "docs" / "dashboard.png"
-MARKUP = "<script>window.__pwned = 1</script><img src=x onerror=\"window.__pwned = 2\">"
+MARKUP = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'
 
 pytestmark = [
     pytest.mark.browser,
@@ -89,9 +89,7 @@ def _answer(page: Any, dialog: Any) -> None:
 
 
 def row_ids(page: Any) -> list[str]:
-    return page.eval_on_selector_all(
-        "#results tbody tr", "rows => rows.map(r => r.dataset.taskId)"
-    )
+    return page.eval_on_selector_all("#results tbody tr", "rows => rows.map(r => r.dataset.taskId)")
 
 
 # --- a realistic hour, for the overview and the README's screenshot -------------------

@@ -423,9 +423,7 @@ def test_mounted_under_a_prefix_every_link_keeps_it(store: Backend) -> None:
         assert found.headers["location"] == "/ops/results/tasks/t1"
         task = c.get(found.headers["location"]).text
         assert 'action="/ops/results/actions/forget"' in task
-        done = c.post(
-            "/ops/results/actions/forget", data={"task_id": "t1", "csrf": csrf_of(task)}
-        )
+        done = c.post("/ops/results/actions/forget", data={"task_id": "t1", "csrf": csrf_of(task)})
         assert done.headers["location"] == "/ops/results/results?forgotten=t1"
         assert not store.exists("t1")
 
