@@ -265,6 +265,7 @@ def test_the_progress_bar_advances_by_push(server: Server, writer: Backend, page
         page.wait_for_function("() => document.getElementById('progress').value === 10")
         assert page.locator("#progress-label").inner_text() == "10 / 10 (100%)"
         assert page.locator("#state").inner_text() == "PROGRESS"
+        assert '"current": 10' in page.locator("#result").inner_text()  # the meta follows
         seen = page.evaluate("window.__seen")
     finally:
         finish.set()
