@@ -6,14 +6,15 @@ VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench celery-upstream celery-upstream-smoke clean
+.PHONY: demo test lint typecheck pytest chromium screenshot bench celery-upstream \
+	celery-upstream-smoke clean
 
 EXAMPLE = examples/file_backend
 
 $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_backend/pyproject.toml \
 		plugins/db_backend/pyproject.toml \
 		integrations/taskiq/pyproject.toml integrations/dramatiq/pyproject.toml \
-		integrations/celery/pyproject.toml $(EXAMPLE)/pyproject.toml \
+		integrations/celery/pyproject.toml dashboard/pyproject.toml $(EXAMPLE)/pyproject.toml \
 		$(wildcard $(EXAMPLE)/resultstore_file/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
@@ -26,6 +27,10 @@ $(STAMP): pyproject.toml plugins/memory_backend/pyproject.toml plugins/redis_bac
 	# The Celery bridge; its test extra brings Celery (with Redis for the broker) and what
 	# Celery's own integration suite imports.
 	$(BIN)/python -m pip install --quiet -e 'integrations/celery[test]'
+	# The dashboard brings its web stack (Starlette, Jinja2, uvicorn); its test extra the
+	# browser tests' driver, Playwright, which drives Debian's chromium (target below):
+	# never `playwright install`, which downloads a browser of its own.
+	$(BIN)/python -m pip install --quiet -e 'dashboard[test]'
 	# The example third-party plugin is installed the way a user installs one: not editable.
 	$(BIN)/python -m pip install --quiet ./$(EXAMPLE)
 	touch $@
@@ -40,8 +45,23 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-pytest: $(STAMP)
+pytest: $(STAMP) chromium
 	$(BIN)/python -m pytest
+
+# The dashboard's browser tests run Debian's chromium. Installed here when missing and we
+# may (root); otherwise those tests skip, except under CI, where they fail.
+chromium:
+	@command -v chromium >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "chromium is missing and this is not root: the browser tests will skip" \
+				"(CI=true: fail); install it with: sudo apt-get install -y chromium"; \
+		fi; }
+
+# The screenshot in the READMEs (docs/dashboard.png), made by the browser test.
+screenshot: $(STAMP) chromium
+	RESULTSTORE_SCREENSHOT=1 $(BIN)/python -m pytest tests/dashboard/test_browser.py -k overview
 
 test: lint typecheck pytest celery-upstream-smoke
 

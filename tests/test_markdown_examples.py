@@ -28,6 +28,7 @@ FILES = (
     "integrations/celery/README.md",
     "integrations/taskiq/README.md",
     "integrations/dramatiq/README.md",
+    "dashboard/README.md",
 )
 BLOCK = re.compile(r"(?:<!-- not run: (?P<why>[^>]+?) -->\n)?```python\n(?P<code>.*?)```", re.S)
 TIMEOUT = 60

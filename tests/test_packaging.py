@@ -1,5 +1,6 @@
 """Packaging: the core and memory wheels work in a fresh venv, and every distribution
-(core, plugins, example, integrations) is fit to publish: license, README, URLs, types."""
+(core, plugins, example, integrations, dashboard) is fit to publish: license, README,
+URLs, types."""
 
 from __future__ import annotations
 
@@ -203,6 +204,7 @@ def test_the_bridges_install_with_their_task_systems_and_work(tmp_path: Path) ->
 DISTRIBUTIONS = sorted(
     [
         ROOT,
+        ROOT / "dashboard",
         *(
             p.parent
             for d in ("plugins", "examples", "integrations")
