@@ -22,3 +22,12 @@ class TestRedisConformance(BackendTests):
 
     def make_backend(self, **overrides: Any) -> Backend:
         return Backend(self.url, options=transport(self.prefix), **overrides)
+
+
+class TestRedisConformanceListIndex(TestRedisConformance):
+    """The whole suite again with the listing index on: every store, forget and expiry
+    must keep it, and every listing test is answered from it instead of a SCAN."""
+
+    def make_backend(self, **overrides: Any) -> Backend:
+        options = {**transport(self.prefix), "redis_list_index": True}
+        return Backend(self.url, options=options, **overrides)

@@ -4,7 +4,8 @@
 Celery's wire format (keys ``celery-task-meta-<id>``, the pub/sub channel named
 after the key, the same JSON bytes), one round trip per store (a Lua script
 that checks the ready state, writes with its TTL and publishes), one MGET per
-join wake-up, and one subscriber connection per backend and process.
+join wake-up, and one subscriber connection per backend and process. Listing by
+a bounded SCAN, or from an index the store script keeps (``redis_list_index``).
 """
 
 from __future__ import annotations
@@ -28,10 +29,14 @@ from resultstore import (
     TaskMeta,
     hookimpl,
 )
+from resultstore.listing import CountQuery, ListQuery, ResultPage
 
 from . import _errors, _options
 from ._channel import RedisChannel
 from ._errors import REDIS_ERRORS
+from ._index import ListingIndex
+from ._index_scripts import FORGET_INDEXED, INDEX, STORE_INDEXED
+from ._scan import Scanner
 from ._scripts import INCR, SCRIPT_DECODERS, STORE
 
 __all__ = ["RedisBackend"]
@@ -49,6 +54,7 @@ class _AsyncRedis:
 
     client: Any
     store_script: Any
+    forget_script: Any  # None: forget is a pipeline of two DELs (no index to keep)
     slots: asyncio.Semaphore
     # Commands whose caller was cancelled run on: kept here until done.
     running: set[asyncio.Future[Any]] = field(default_factory=set)
@@ -69,6 +75,7 @@ class RedisBackend(KeyValueStore):
             Capability.REVOKE,
             Capability.ASYNC,
             Capability.COUNTER,
+            Capability.LISTING,
         }
     )
     # Celery's redis_* settings and ours: the core refuses any other option.
@@ -92,8 +99,22 @@ class RedisBackend(KeyValueStore):
             self.capabilities = type(self).capabilities - {Capability.ASYNC}
         self._pid = os.getpid()
         self.client = _options.make_client(self.settings)
-        self._store_script = self.client.register_script(STORE)
         self._incr_script = self.client.register_script(INCR)
+        self._scanner = Scanner(
+            self.client,
+            self._call,
+            cluster=self.settings.kind == "cluster",
+            limit=self.settings.list_scan_limit,
+            where=self.where,
+        )
+        self._index: ListingIndex | None = None
+        if self.settings.list_index:
+            self._index = ListingIndex(
+                self.client, self._call, self.keyprefix, self.task_key(""), self.decode_meta
+            )
+            self._index_script = self.client.register_script(INDEX)
+            self._forget_script: Any = self.client.register_script(FORGET_INDEXED)
+        self._store_script = self.client.register_script(self._store_lua)
         self._async = PerLoop(self._open_async, _close_async)
         self._channels: list[RedisChannel] = []
 
@@ -102,7 +123,13 @@ class RedisBackend(KeyValueStore):
         limit = min(
             self.settings.connection.get("max_connections") or ASYNC_CONNECTIONS, ASYNC_CONNECTIONS
         )
-        return _AsyncRedis(client, client.register_script(STORE), asyncio.Semaphore(limit))
+        forget = client.register_script(FORGET_INDEXED) if self._index else None
+        store = client.register_script(self._store_lua)
+        return _AsyncRedis(client, store, forget, asyncio.Semaphore(limit))
+
+    @property
+    def _store_lua(self) -> str:
+        return STORE if self._index is None else STORE_INDEXED
 
     async def _acall(self, what: str, command: Callable[[_AsyncRedis], Awaitable[T]]) -> T:
         """``command`` on this loop's client, within a connection slot, errors made clear.
@@ -179,6 +206,23 @@ class RedisBackend(KeyValueStore):
     def kv_delete(self, key: str) -> bool:
         return bool(self._call(f"DEL {key}", lambda: self.client.delete(key)))
 
+    def kv_scan(self, prefix: str) -> list[str]:
+        return self._scanner.keys(prefix)
+
+    # --- capability listing: by SCAN (KeyValueStore's hooks over kv_scan), or the index ---
+
+    @hookimpl
+    def list_results(self, query: ListQuery) -> ResultPage:
+        if self._index is None:
+            return super().list_results(query)
+        return self._index.page(query)
+
+    @hookimpl
+    def count_results(self, query: CountQuery) -> Mapping[str, list[int]]:
+        if self._index is None:
+            return super().count_results(query)
+        return self._index.counts(query)
+
     # --- hooks with a native path -------------------------------------------------------------
 
     @hookimpl
@@ -188,25 +232,28 @@ class RedisBackend(KeyValueStore):
         # hold already, and the script (or the WATCH path) takes them for our own write.
         data = self.encode_meta(meta)
         if self.codec.serializer in SCRIPT_DECODERS:
-            args = self._script_args(data, ttl, overwrite)
+            args = self._script_args(meta, data, ttl, overwrite)
             return bool(
                 self._call(f"storing {key}", lambda: self._store_script(keys=[key], args=args))
             )
         return bool(
             self._call(
                 f"storing {key}",
-                lambda: self._store_watched(key, meta.task_id, data, ttl, overwrite),
+                lambda: self._store_watched(key, meta, data, ttl, overwrite),
             )
         )
 
-    def _script_args(self, data: bytes, ttl: float | None, overwrite: bool) -> list[Any]:
-        return [
+    def _script_args(
+        self, meta: TaskMeta, data: bytes, ttl: float | None, overwrite: bool
+    ) -> list[Any]:
+        args = [
             data,
             _milliseconds(ttl) or 0,
             int(overwrite),
             self.codec.serializer,
             int(self._too_big_to_publish(data)),
         ]
+        return args if self._index is None else args + self._index.args(meta)
 
     def _too_big_to_publish(self, data: bytes) -> bool:
         limit = self.settings.publish_max_bytes
@@ -218,7 +265,7 @@ class RedisBackend(KeyValueStore):
         return b"" if self._too_big_to_publish(data) else data
 
     def _store_watched(
-        self, key: str, task_id: str, data: bytes, ttl: float | None, overwrite: bool
+        self, key: str, meta: TaskMeta, data: bytes, ttl: float | None, overwrite: bool
     ) -> bool:
         """Serializers the script cannot read (pickle, yaml): an optimistic transaction."""
         with self.client.pipeline() as pipe:
@@ -229,12 +276,15 @@ class RedisBackend(KeyValueStore):
                     if current == data:
                         pipe.unwatch()
                         return True  # our own write, whose reply was lost and retried
-                    if not overwrite and self._is_ready(task_id, current):
+                    if not overwrite and self._is_ready(meta.task_id, current):
                         pipe.unwatch()
                         return False
                     pipe.multi()
                     pipe.set(key, data, px=_milliseconds(ttl))
                     pipe.publish(key, self._notification(data))
+                    if self._index is not None:  # in the same MULTI: one atomic step
+                        args = [_milliseconds(ttl) or 0, *self._index.args(meta)]
+                        self._index_script(args=args, client=pipe)
                     pipe.execute()
                     return True
                 except redis.WatchError:
@@ -242,11 +292,23 @@ class RedisBackend(KeyValueStore):
 
     @hookimpl
     def forget(self, task_id: str) -> bool:
+        if self._index is not None:
+            keys, args = self._forget_args(task_id)
+            deleted = self._call(
+                f"DEL {keys[0]}", lambda: self._forget_script(keys=keys, args=args)
+            )
+            return bool(deleted)
         deleted, _ = self._call(
             f"DEL {self.task_key(task_id)}",
             lambda: self._forget_pipeline(self.client, task_id).execute(),
         )
         return bool(deleted)
+
+    def _forget_args(self, task_id: str) -> tuple[list[str], list[str]]:
+        """The forget script's keys and arguments: the key, the revoked key, the entry."""
+        assert self._index is not None
+        keys = [self.task_key(task_id), self.revoked_key(task_id)]
+        return keys, [task_id, self._index.prefix]
 
     # --- counters (capability counter) ----------------------------------------------------
 
@@ -284,7 +346,7 @@ class RedisBackend(KeyValueStore):
             # blocking path, in a worker thread.
             return await asyncio.to_thread(self.store_result, meta, ttl, overwrite)
         key = self.task_key(meta.task_id)
-        args = self._script_args(self.encode_meta(meta), ttl, overwrite)
+        args = self._script_args(meta, self.encode_meta(meta), ttl, overwrite)
         written = await self._acall(
             f"storing {key}", lambda redis_: redis_.store_script(keys=[key], args=args)
         )
@@ -306,6 +368,12 @@ class RedisBackend(KeyValueStore):
 
     @hookimpl
     async def async_forget(self, task_id: str) -> bool:
+        if self._index is not None:
+            keys, args = self._forget_args(task_id)
+            deleted = await self._acall(
+                f"DEL {keys[0]}", lambda redis_: redis_.forget_script(keys=keys, args=args)
+            )
+            return bool(deleted)
         deleted, _ = await self._acall(
             f"DEL {self.task_key(task_id)}",
             lambda redis_: self._forget_pipeline(redis_.client, task_id).execute(),

@@ -23,6 +23,7 @@ from resultstore import URL, RetryPolicy
 
 from ._bounded import bounded
 from ._pool import WaitingPool
+from ._scan import DEFAULT_SCAN_LIMIT, listing_options
 
 DEFAULT_PORT = 6379
 DEFAULT_SENTINEL_PORT = 26379
@@ -47,6 +48,8 @@ _OTHER_OPTIONS = {
     "redis_username",
     "redis_backend_use_ssl",
     "redis_publish_max_bytes",
+    "redis_list_index",
+    "redis_list_scan_limit",
     "result_backend_transport_options",
 }
 # Every option the plugin reads: the core refuses any other, naming a close spelling.
@@ -86,6 +89,10 @@ class RedisSettings:
     master_name: str | None = None
     sentinel_kwargs: Mapping[str, Any] = field(default_factory=dict, repr=False)
     startup_nodes: tuple[tuple[str, int], ...] = ()
+    # Capability listing: keep an index with every store (_index), or list by a SCAN of
+    # at most list_scan_limit keys (_scan).
+    list_index: bool = False
+    list_scan_limit: int = DEFAULT_SCAN_LIMIT
 
 
 def _unserved_scheme(url: URL) -> str:
@@ -140,6 +147,7 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         isinstance(publish_max, bool) or not isinstance(publish_max, int) or publish_max < 0
     ):
         raise TypeError(f"redis_publish_max_bytes must be an int >= 0 or None, got {publish_max!r}")
+    list_index, scan_limit = listing_options(options)
     health = connection["health_check_interval"]
     retry = RetryPolicy.from_option(transport.get("retry_policy"), "retry_policy")
     # RESP2: pub/sub messages come back from read_response (RESP3 routes them elsewhere).
@@ -168,6 +176,8 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         "retry_on_timeout": retry_on_timeout,
         "publish_max_bytes": publish_max,
         "health_check_interval": float(health or 0),
+        "list_index": list_index,
+        "list_scan_limit": scan_limit,
     }
 
     if url.scheme == "sentinel":
@@ -201,6 +211,14 @@ def parse(url: URL, options: Mapping[str, Any]) -> RedisSettings:
         nodes, first = _hosts(url, DEFAULT_PORT)
         if _db(url, first) != 0:
             raise ValueError(f"{url.masked!r}: Redis Cluster has only database 0")
+        if list_index:
+            # The store script would write the index keys beside the task key: another
+            # hash slot, on another node.
+            raise ValueError(
+                f"{url.masked!r}: redis_list_index is not available on Redis Cluster "
+                "(the index keys are in other hash slots than the task keys); "
+                "Cluster lists by SCAN"
+            )
         connection.update(_credentials(first))
         if use_ssl:
             connection["ssl"] = True

@@ -11,7 +11,10 @@
 # was lost and the client retried it. That is success (it was written and published
 # then), not a ready state to keep; the meta's date_done makes two different stores'
 # bytes differ. (An overwrite just writes and publishes again.)
-STORE = """
+#
+# In two parts: the store that also keeps the listing index runs the same guard and
+# write (_index_scripts.STORE_INDEXED).
+STORE_GUARD = """
 if ARGV[3] ~= '1' then
   local current = redis.call('GET', KEYS[1])
   if current == ARGV[1] then
@@ -29,6 +32,8 @@ if ARGV[3] ~= '1' then
     end
   end
 end
+"""
+STORE_WRITE = """
 if ARGV[2] == '0' then
   redis.call('SET', KEYS[1], ARGV[1])
 else
@@ -39,8 +44,8 @@ if ARGV[5] == '1' then
 else
   redis.call('PUBLISH', KEYS[1], ARGV[1])
 end
-return 1
 """
+STORE = STORE_GUARD + STORE_WRITE + "return 1\n"
 
 # KEYS[1] the counter's key, ARGV[1] the amount, ARGV[2] TTL in ms ('0': none).
 # Returns the new value. Without a TTL the counter is kept (PERSIST drops an earlier
