@@ -112,7 +112,6 @@ class RedisBackend(KeyValueStore):
             self._index = ListingIndex(
                 self.client, self._call, self.keyprefix, self.task_key(""), self.decode_meta
             )
-            self._index_script = self.client.register_script(INDEX)
             self._forget_script: Any = self.client.register_script(FORGET_INDEXED)
         self._store_script = self.client.register_script(self._store_lua)
         self._async = PerLoop(self._open_async, _close_async)
@@ -282,9 +281,10 @@ class RedisBackend(KeyValueStore):
                     pipe.multi()
                     pipe.set(key, data, px=_milliseconds(ttl))
                     pipe.publish(key, self._notification(data))
-                    if self._index is not None:  # in the same MULTI: one atomic step
-                        args = [_milliseconds(ttl) or 0, *self._index.args(meta)]
-                        self._index_script(args=args, client=pipe)
+                    if self._index is not None:
+                        # In the same MULTI: one atomic step. EVAL, not EVALSHA: a
+                        # NOSCRIPT inside EXEC would fail the index after the SET ran.
+                        pipe.eval(INDEX, 0, _milliseconds(ttl) or 0, *self._index.args(meta))
                     pipe.execute()
                     return True
                 except redis.WatchError:
