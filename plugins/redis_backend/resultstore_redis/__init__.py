@@ -14,7 +14,6 @@ import asyncio
 import os
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis
@@ -32,6 +31,7 @@ from resultstore import (
 from resultstore.listing import CountQuery, ListQuery, ResultPage
 
 from . import _errors, _options
+from ._async import ASYNC_CONNECTIONS, AsyncRedis, close_async
 from ._channel import RedisChannel
 from ._errors import REDIS_ERRORS
 from ._index import ListingIndex
@@ -42,27 +42,6 @@ from ._scripts import INCR, SCRIPT_DECODERS, STORE
 __all__ = ["RedisBackend"]
 
 T = TypeVar("T")
-
-# Connections an event loop may use at once: ten thousand concurrent awaits share
-# them instead of opening ten thousand (redis_max_connections lowers it).
-ASYNC_CONNECTIONS = 50
-
-
-@dataclass(frozen=True)
-class _AsyncRedis:
-    """One event loop's redis.asyncio client, its store script and its connection slots."""
-
-    client: Any
-    store_script: Any
-    forget_script: Any  # None: forget is a pipeline of two DELs (no index to keep)
-    slots: asyncio.Semaphore
-    # Commands whose caller was cancelled run on: kept here until done.
-    running: set[asyncio.Future[Any]] = field(default_factory=set)
-
-    def finished(self, task: asyncio.Future[Any]) -> None:
-        self.running.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved: a cancelled caller's error is nobody's to raise
 
 
 class RedisBackend(KeyValueStore):
@@ -114,23 +93,23 @@ class RedisBackend(KeyValueStore):
             )
             self._forget_script: Any = self.client.register_script(FORGET_INDEXED)
         self._store_script = self.client.register_script(self._store_lua)
-        self._async = PerLoop(self._open_async, _close_async)
+        self._async = PerLoop(self._open_async, close_async)
         self._channels: list[RedisChannel] = []
 
-    def _open_async(self) -> _AsyncRedis:
+    def _open_async(self) -> AsyncRedis:
         client = _options.make_client(self.settings, _options.ASYNCIO)
         limit = min(
             self.settings.connection.get("max_connections") or ASYNC_CONNECTIONS, ASYNC_CONNECTIONS
         )
         forget = client.register_script(FORGET_INDEXED) if self._index else None
         store = client.register_script(self._store_lua)
-        return _AsyncRedis(client, store, forget, asyncio.Semaphore(limit))
+        return AsyncRedis(client, store, forget, asyncio.Semaphore(limit))
 
     @property
     def _store_lua(self) -> str:
         return STORE if self._index is None else STORE_INDEXED
 
-    async def _acall(self, what: str, command: Callable[[_AsyncRedis], Awaitable[T]]) -> T:
+    async def _acall(self, what: str, command: Callable[[AsyncRedis], Awaitable[T]]) -> T:
         """``command`` on this loop's client, within a connection slot, errors made clear.
 
         redis-py can lose a cancellation that lands inside a command (the command
@@ -421,15 +400,6 @@ class RedisBackend(KeyValueStore):
     def subscribed_ids(self) -> frozenset[str]:
         """Ids this backend's channel is subscribed to (for tests and diagnostics)."""
         return frozenset().union(*(c.subscribed_ids() for c in self._channels))
-
-
-async def _close_async(redis_: _AsyncRedis) -> None:
-    await redis_.client.aclose()
-    pool = getattr(redis_.client, "connection_pool", None)
-    manager = getattr(pool, "sentinel_manager", None)
-    if manager is not None:  # as in close(): the sentinels' connections are not the client's
-        for sentinel in manager.sentinels:
-            await sentinel.aclose()
 
 
 def _milliseconds(ttl: float | None) -> int | None:
