@@ -32,11 +32,11 @@ local function unindex(ix, id)
   redis.call('ZREM', ix .. 'expiry', id)
 end
 
--- Entries whose expiry is due and whose key is gone. The expiry is read from the clock
--- after the key's write, so it is never before the key's own; the key's existence
--- decides (a key still there a millisecond early is kept for the next round).
-local function prune_due(ix, tk, limit)
-  local cutoff = string.format('%.0f', now_ms() + 1)
+-- Entries whose expiry is due and whose key is gone. An expiry is never before its
+-- key's own; the key's existence decides (a key still there a millisecond early is
+-- kept for the next round).
+local function prune_due(ix, tk, now, limit)
+  local cutoff = string.format('%.0f', now + 1)
   local due = redis.call('ZRANGEBYSCORE', ix .. 'expiry', '-inf', cutoff, 'LIMIT', 0, limit)
   local removed = 0
   for _, id in ipairs(due) do
@@ -56,12 +56,14 @@ local function index(id, state, score, ix, tk, ttl)
     redis.call('SADD', ix .. 'states', state)
   end
   redis.call('ZADD', ix .. 'by-state-' .. state, score, id)
+  -- The clock is read after the key's write: the key expires no later than this says.
+  local now = now_ms()
   if ttl > 0 then
-    redis.call('ZADD', ix .. 'expiry', string.format('%.0f', now_ms() + ttl), id)
+    redis.call('ZADD', ix .. 'expiry', string.format('%.0f', now + ttl), id)
   else
     redis.call('ZREM', ix .. 'expiry', id)
   end
-  prune_due(ix, tk, {PRUNE_PER_STORE})
+  prune_due(ix, tk, now, {PRUNE_PER_STORE})
 end
 """
 
@@ -98,7 +100,9 @@ PRUNE = (
     _FUNCTIONS
     + """
 local result = {0, 0}
-if tonumber(ARGV[3]) > 0 then result = prune_due(ARGV[1], ARGV[2], tonumber(ARGV[3])) end
+if tonumber(ARGV[3]) > 0 then
+  result = prune_due(ARGV[1], ARGV[2], now_ms(), tonumber(ARGV[3]))
+end
 for i = 4, #ARGV do
   if redis.call('EXISTS', ARGV[2] .. ARGV[i]) == 0 then
     unindex(ARGV[1], ARGV[i])
