@@ -131,6 +131,34 @@ def store_rows(url: str, repeat: int, n: int) -> list[Row]:
     return found
 
 
+def server_time(url: str, n: int, tries: int = 10) -> dict[str, float | None]:
+    """The server's time per store script of each mode (EVALSHA's usec over its calls in
+    INFO commandstats), small results into an empty store: unlike throughput, the
+    client machine's load does not change it. A window counts only if the server ran
+    exactly our ``n`` scripts in it (another client's would be in the figure)."""
+    client = redis.Redis.from_url(url)
+    figures: dict[str, float | None] = {}
+    for mode in MODES:
+        prefix = keyprefix()
+        samples = []
+        with Backend(url, options=options(prefix, mode)) as backend:
+            backend.mark_as_done("warm-up", 0)  # the script is loaded
+            for _ in range(tries):
+                ids = [f"bench-{uuid.uuid4().hex}" for _ in range(n)]
+                before = client.info("commandstats").get("cmdstat_evalsha", {})
+                for task_id in ids:
+                    backend.mark_as_done(task_id, SMALL)
+                after = client.info("commandstats")["cmdstat_evalsha"]
+                if after["calls"] - before.get("calls", 0) == n:
+                    samples.append((after["usec"] - before.get("usec", 0)) / n)
+                if len(samples) == 3:
+                    break
+        delete_prefix(client, prefix)
+        figures[mode] = statistics.median(samples) if samples else None
+    client.close()
+    return figures
+
+
 # --- listings -----------------------------------------------------------------------------
 
 
@@ -286,9 +314,14 @@ def main() -> None:
     times, facts, loaded = listing_figures(
         args.redis, args.results, args.list_repeat, args.repeat, args.n
     )
+    spent = server_time(args.redis, args.n)
     stores = table(empty + loaded)
     listings = listing_table(times, facts, args.results)
-    out = f"{stores}\n\n{listings}"
+    per_store = ", ".join(
+        f"{label(mode)} {'-' if us is None else f'{us:.1f} us'}" for mode, us in spent.items()
+    )
+    spent_line = f"Server time per store script (median of 3 windows of {args.n}): {per_store}."
+    out = f"{stores}\n\n{spent_line}\n\n{listings}"
     print(out)
     if args.write:
         info = (

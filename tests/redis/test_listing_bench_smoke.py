@@ -19,7 +19,9 @@ def test_redis_listing_bench_smoke(redis_url: str) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    stores, _, listings = done.stdout.partition("\n\n")
+    stores, _, rest = done.stdout.partition("\n\n")
+    spent, _, listings = rest.partition("\n\n")
+    assert spent.startswith("Server time per store script (median of 3 windows of 50): ")
     rows = [line.split(" | ")[0].lstrip("| ") for line in stores.splitlines()[2:]]
     assert rows == [
         "store one at a time, small, without the index (SCAN mode)",
