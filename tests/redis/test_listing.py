@@ -266,6 +266,14 @@ def test_the_index_layout(indexed: Backend, server: redis.Redis, keyprefix: str)
     }
 
 
+def test_a_naive_date_done_is_indexed_as_utc(
+    indexed: Backend, server: redis.Redis, keyprefix: str
+) -> None:
+    put(indexed, "naive", SUCCESS, T0.replace(tzinfo=None))
+    assert index_keys(server, keyprefix)["by_state"] == {SUCCESS: [("naive", epoch(T0))]}
+    assert ids(indexed, since=T0) == ["naive"]
+
+
 def test_forgotten_and_expired_results_are_neither_listed_nor_counted(
     indexed: Backend, server: redis.Redis, keyprefix: str
 ) -> None:

@@ -59,9 +59,12 @@ def score_of(meta: TaskMeta) -> float:
     """The listing score of a meta: ``Position.key()``'s date part, ``+inf`` unfinished."""
     if meta.status not in READY:
         return math.inf
-    if meta.date_done is None:  # a ready record from elsewhere without a date: sorts last
+    done = meta.date_done
+    if done is None:  # a ready record from elsewhere without a date: sorts last
         return -math.inf
-    return (meta.date_done - _EPOCH).total_seconds()
+    if done.tzinfo is None:  # naive is UTC, as the core reads it back (parse_date)
+        done = done.replace(tzinfo=timezone.utc)
+    return (done - _EPOCH).total_seconds()
 
 
 def score_arg(score: float) -> str:
