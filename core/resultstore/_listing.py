@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import heapq
 import json
 import math
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -217,16 +218,21 @@ Counts = Mapping[str, list[int]]
 
 
 def page_of(metas: Iterable[TaskMeta], query: ListQuery) -> ResultPage:
-    """The page ``query`` asks for, out of every stored meta (any order)."""
+    """The page ``query`` asks for, out of every stored meta (any order).
+
+    Keeps the ``limit + 1`` first in the order only (a heap), not every meta read.
+    """
     after = None if query.after is None else query.after.key()
-    chosen = []
-    for meta in metas:
-        if not query.matches(meta):
-            continue
-        key = Position.of(meta).key()
-        if after is None or key < after:
-            chosen.append((key, meta))
-    chosen.sort(key=lambda pair: pair[0], reverse=True)
+
+    def candidates() -> Iterator[tuple[tuple[bool, float, str], TaskMeta]]:
+        for meta in metas:
+            if query.matches(meta):
+                key = Position.of(meta).key()
+                if after is None or key < after:
+                    yield key, meta
+
+    # Keys are unique (the task id is their last part): the metas are never compared.
+    chosen = heapq.nlargest(query.limit + 1, candidates(), key=lambda pair: pair[0])
     page = [meta for _, meta in chosen[: query.limit]]
     more = len(chosen) > query.limit
     return ResultPage(page, Position.of(page[-1]).encode() if more else None)
