@@ -43,7 +43,7 @@ def endpoint(view: Endpoint) -> Endpoint:
         except BadQuery as exc:
             return json_response({"error": str(exc)}, 400)
         except ResultStoreError as exc:
-            return json_response({"error": f"the result store did not answer: {exc}"}, 503)
+            return json_response({"error": f"the result store failed: {exc}"}, 503)
 
     return wrapped
 

@@ -109,7 +109,7 @@ def page(view: View) -> View:
         except BadQuery as exc:
             return error_page(request, 400, str(exc))
         except ResultStoreError as exc:
-            return error_page(request, 503, f"the result store did not answer: {exc}")
+            return error_page(request, 503, f"the result store failed: {exc}")
 
     return wrapped
 
