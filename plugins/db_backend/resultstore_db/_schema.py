@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ _ID_STRING = sa.String(155).with_variant(
 )
 
 
+# Identifiers: PostgreSQL keeps 63 bytes, MySQL/MariaDB 64.
+_MAX_NAME = 63
+
+
 @dataclass(frozen=True)
 class Tables:
     metadata: sa.MetaData
@@ -32,10 +37,29 @@ class Tables:
     group: sa.Table
     revoked: sa.Table
     counters: sa.Table
+    listing: sa.Index
 
 
-def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
-    """``names`` / ``schemas``: Celery's ``database_table_names`` / ``database_table_schemas``."""
+def task_id_order(task: sa.Table, dialect: str) -> sa.ColumnElement[str]:
+    """The task id as listing orders and compares it: code point by code point, as
+    Python's ``str`` (the listing's cursor). SQLite's BINARY and the ``utf8mb4_bin`` of
+    MySQL/MariaDB do that; PostgreSQL's database collation may be a language's (where
+    "a-b" sorts between "ab" and "ac"), so there the "C" collation is asked for."""
+    column: sa.ColumnElement[str] = task.c.task_id
+    return column.collate("C") if dialect == "postgresql" else column
+
+
+def listing_index_name(task: sa.Table) -> str:
+    name = f"ix_{task.name}_status_date_done_task_id"
+    if len(name) <= _MAX_NAME:
+        return name
+    digest = hashlib.sha1(task.name.encode()).hexdigest()[:8]
+    return f"{name[: _MAX_NAME - 9]}_{digest}"
+
+
+def make_tables(names: Mapping[str, str], schemas: Mapping[str, str], dialect: str = "") -> Tables:
+    """``names`` / ``schemas``: Celery's ``database_table_names`` / ``database_table_schemas``;
+    ``dialect`` the engine's name (PostgreSQL's listing index is collated)."""
     metadata = sa.MetaData()
     # The id sequences live in their table's schema, where Celery's ``configure()``
     # puts them: with the sequence in the default schema, Celery could not insert
@@ -68,6 +92,16 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
         sa.Column("stamps", sa.LargeBinary, nullable=True),
         schema=task_schema,
         sqlite_autoincrement=True,
+    )
+    # Not Celery's: what listing reads (capability "listing", see _listing). Each state
+    # is one range of it, in the listing's order (date_done, then task id), so a page
+    # of a state is read in order and stops at its limit, from the top or from a
+    # cursor; counts over a window read it alone (every column they need is in it).
+    # Created with the table; on a table that exists already (Celery's, or an older
+    # version's) nothing is altered: the README gives the CREATE INDEX to run, and
+    # listing works without it, by sorting.
+    listing = sa.Index(
+        listing_index_name(task), task.c.status, task.c.date_done, task_id_order(task, dialect)
     )
     group = sa.Table(
         names.get("group", "celery_tasksetmeta"),
@@ -102,7 +136,7 @@ def make_tables(names: Mapping[str, str], schemas: Mapping[str, str]) -> Tables:
         sa.Column("expires_at", _DATE, nullable=True, index=True),
         schema=task_schema,
     )
-    return Tables(metadata, task, group, revoked, counters)
+    return Tables(metadata, task, group, revoked, counters, listing)
 
 
 def collation_fixes(conn: Connection, tables: Tables) -> list[str]:
