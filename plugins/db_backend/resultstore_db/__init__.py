@@ -37,6 +37,8 @@ from ._counters import CounterHooks, supports_counters
 from ._errors import MissingTablesError, denied, first_line, missing_table
 from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
+from ._listing import DIALECTS as LISTING_DIALECTS
+from ._listing import ListingHooks, ListingIndexWarning, ListingStatements
 from ._rows import meta_of, row_values
 from ._schema import Tables, collation_fixes, make_tables
 from ._stack import PoolConnections, connections_for
@@ -48,7 +50,13 @@ if TYPE_CHECKING:  # psycopg is the optional extra [postgresql]: imported when L
 
     from ._listen import ListenChannel
 
-__all__ = ["CollationWarning", "DatabaseBackend", "MissingTablesError", "create_tables"]
+__all__ = [
+    "CollationWarning",
+    "DatabaseBackend",
+    "ListingIndexWarning",
+    "MissingTablesError",
+    "create_tables",
+]
 
 # What a store, read or delete runs: its description, its function, and whether that
 # is a single statement (see DatabaseBackend._run). A single statement's function
@@ -77,7 +85,7 @@ def _has_async_twin(dialect: str) -> bool:
     )
 
 
-class DatabaseBackend(ExtraHooks, CounterHooks):
+class DatabaseBackend(ExtraHooks, CounterHooks, ListingHooks):
     # The core refuses any other option, naming a close spelling; hosts forward these.
     option_names = frozenset(_options.KNOWN)
 
@@ -107,10 +115,14 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self._engines_lock = threading.Lock()
         self._engines_of: tuple[int, tuple[Engine, ...]] = (0, ())
         self._fast_of: tuple[int, PoolConnections | None] = (0, None)
-        self.tables: Tables = make_tables(settings.table_names, settings.table_schemas)
+        self.tables: Tables = make_tables(
+            settings.table_names, settings.table_schemas, self.dialect
+        )
         caps = {Capability.GET_MANY, Capability.GROUPS, Capability.CLEANUP, Capability.REVOKE}
         if supports_counters(self.dialect):
             caps.add(Capability.COUNTER)
+        if self.dialect in LISTING_DIALECTS:
+            caps.add(Capability.LISTING)
         if self.dialect == "postgresql":
             caps.add(Capability.PUSH)
         if _has_async_twin(self.dialect):
@@ -118,8 +130,11 @@ class DatabaseBackend(ExtraHooks, CounterHooks):
         self.capabilities = frozenset(caps)
         self._async = PerLoop(self._open_async, _dispose)
         self._channels: list[ListenChannel] = []
+        self.listing: ListingStatements | None = None
         try:
             self.statements = Statements(self.tables, self.engine.dialect)
+            if Capability.LISTING in caps:
+                self.listing = ListingStatements(self.tables, self.engine.dialect)
             if settings.create_tables:
                 self.create_tables()
         except BaseException:
