@@ -16,6 +16,9 @@ The intended differences, and only these, are allowed:
   and accents). Both read and write the same strings.
 - the extra tables ``resultstore_revoked`` (revocations; Celery keeps them in
   worker memory) and ``resultstore_counters`` (chords); Celery never looks at them.
+- one more index on ``celery_taskmeta``, (status, date_done, task_id), for listing
+  (task ids collated "C" on PostgreSQL); an index changes nothing Celery reads or
+  writes.
 
 Then Celery's options (``database_table_names``, ``database_table_schemas``),
 ``database_create_tables_at_setup=False`` with ``resultstore_db.create_tables``,
@@ -97,6 +100,11 @@ INTENDED = {
     ("mysql", "taskset_id"): (BINARY_ID, "VARCHAR(155)"),
 }
 OUR_EXTRA_TABLES = {"resultstore_revoked", "resultstore_counters"}
+LISTING_INDEX = (
+    "ix_celery_taskmeta_status_date_done_task_id",
+    ("status", "date_done", "task_id"),
+    False,
+)
 
 
 # --- fixtures and helpers ------------------------------------------------------------------
@@ -251,8 +259,20 @@ def test_tables_match_celerys_models(
                 column,
             )
             assert type(mine["type_objects"][column]) is type(reference["type_objects"][column])
-        for aspect in ("nullable", "defaults", "pk", "unique", "indexes"):
+        for aspect in ("nullable", "defaults", "pk", "unique"):
             assert mine[aspect] == reference[aspect], (table, aspect)
+        extra = [LISTING_INDEX] if table == "celery_taskmeta" else []
+        assert mine["indexes"] == sorted([*reference["indexes"], *extra]), table
+    if dialect == "postgresql":  # ids in code point order, whatever the database's collation
+        with ours_engine.connect() as conn:
+            definition = conn.execute(
+                sa.text("SELECT pg_get_indexdef(CAST(:name AS regclass))"),
+                {"name": LISTING_INDEX[0]},
+            ).scalar()
+        assert definition == (
+            f"CREATE INDEX {LISTING_INDEX[0]} ON public.celery_taskmeta "
+            'USING btree (status, date_done, task_id COLLATE "C")'
+        )
 
     # Sequences: PostgreSQL and MariaDB (10.3+) have them, and Celery's models declare them.
     assert sequences(ours_engine) == sequences(celery_engine)
