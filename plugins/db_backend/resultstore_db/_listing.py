@@ -411,9 +411,11 @@ class ListingStatements:
         step = sa.bindparam("step", type_=sa.BigInteger, required=False)
         if self.dialect.name == "sqlite":
             # DateTime is text there, "YYYY-MM-DD HH:MM:SS.ffffff" (SQLAlchemy's format,
-            # and _fast's): whole seconds by strftime, microseconds from the text.
+            # and _fast's): whole seconds by strftime of the text up to the seconds (of
+            # the whole text, SQLite rounds to the millisecond first: 35.9999995 -> 36),
+            # microseconds from the text.
             since = sa.bindparam("since_us", type_=sa.BigInteger, required=False)
-            seconds = sa.cast(sa.func.strftime("%s", done), sa.BigInteger)
+            seconds = sa.cast(sa.func.strftime("%s", sa.func.substr(done, 1, 19)), sa.BigInteger)
             micros = sa.cast(sa.func.substr(done, 21, 6), sa.BigInteger)
             return (seconds * 1_000_000 + micros - since) // step
         start = sa.bindparam("since", type_=done.type, required=False)
