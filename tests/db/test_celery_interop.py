@@ -28,7 +28,7 @@ from celery.backends.database import models as celery_models
 
 import resultstore
 import resultstore_db
-from resultstore import AsyncResult, Backend, DecodeError, GroupResult, TaskInfo
+from resultstore import READY_STATES, AsyncResult, Backend, DecodeError, GroupResult, TaskInfo
 from resultstore_db import _engine
 
 from ..doubles import fail_with, traceback_text
@@ -219,6 +219,37 @@ def test_celery_extended_and_group_read_exactly(shared: Shared) -> None:
     assert group.join(timeout=DEADLINE) == [1, 2, 3]
     assert ours.delete_group("c-group")
     assert shared.app.GroupResult.restore("c-group") is None
+
+
+def test_results_celery_wrote_list_from_its_tables(shared: Shared) -> None:
+    """Celery's tables have no listing index: the first listing says so, once, with the
+    CREATE INDEX to run, and lists Celery's rows in the listing order all the same
+    (unfinished first; on MariaDB, Celery's dates are whole seconds: ties by id)."""
+    cb, ours = shared.app.backend, shared.ours
+    cb.store_result("c-ok", 1, "SUCCESS")
+    cb.mark_as_failure("c-fail", fail_with(ValueError("boom")), traceback="tb")
+    cb.mark_as_started("c-started", pid=1, hostname="w1")
+    cb.store_result("c-progress", {"current": 1, "total": 2}, "PROGRESS")
+    cb.store_result("c-ext", 12, "SUCCESS", request=Context(id="c-ext", task="proj.mul"))
+    with shared.raw.connect() as conn:
+        rows = conn.execute(sa.text("SELECT task_id, status, date_done FROM celery_taskmeta"))
+        order = sorted(
+            rows, key=lambda r: (r.status not in READY_STATES, r.date_done, r.task_id), reverse=True
+        )
+    with pytest.warns(resultstore_db.ListingIndexWarning, match="CREATE INDEX"):
+        first = ours.list_results(limit=2)
+    listed = [m.task_id for m in first.items]
+    while first.cursor is not None:
+        first = ours.list_results(limit=2, cursor=first.cursor)
+        listed += [m.task_id for m in first.items]
+    assert listed == [r.task_id for r in order]
+    assert set(listed[:2]) == {"c-progress", "c-started"}  # unfinished first
+    named = ours.list_results(name="proj.mul").items
+    assert [(m.task_id, m.name, m.result) for m in named] == [("c-ext", "proj.mul", 12)]
+    assert [m.result["exc_type"] for m in ours.list_results(states={"FAILURE"}).items] == [
+        "ValueError"
+    ]
+    assert ours.count_results() == {"SUCCESS": [2], "FAILURE": [1], "STARTED": [1], "PROGRESS": [1]}
 
 
 # --- resultstore writes, Celery reads ----------------------------------------------------------
