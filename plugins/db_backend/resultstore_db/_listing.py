@@ -11,9 +11,9 @@ union is sorted by (segment, date_done, task_id) and cut again. A page reads at 
 - Finished results: one branch per ready state (SUCCESS, FAILURE, REVOKED, or those
   of the filter), ``date_done`` within the window.
 - Unfinished ones: a branch per unfinished state of the filter, read in order too;
-  without a filter the states are not known ahead (custom ones), so the branch takes
-  the ranges of the index around the ready states and the server sorts what it
-  finds. Unfinished results are few (running now; ``cleanup()`` removes old ones).
+  without a filter the states are not known ahead (custom ones), so a branch per
+  range of the index around the ready states, whose rows the server sorts.
+  Unfinished results are few (running now; ``cleanup()`` removes old ones).
 - Rows without ``date_done`` (neither Celery nor resultstore writes one, but the
   column is nullable): one branch, by the date index Celery creates (IS NULL).
 
@@ -184,9 +184,11 @@ class ListingStatements:
         if not shape.until and (after is None or after <= UNFINISHED):
             here = after == UNFINISHED
             if states is None:
-                unfinished = sa.or_(*self._unfinished())
-                where = [unfinished, *self._dated(here, sort=True), *common]
-                branches.append(self._branch(UNFINISHED, where, sort=True))
+                # A branch per range: as one OR with a name filter, SQLite read the
+                # whole table (19 ms of 100,000 rows; 2.6 ms by the four ranges).
+                dated = [*self._dated(here, sort=True), *common]
+                for unfinished in self._unfinished():
+                    branches.append(self._branch(UNFINISHED, [unfinished, *dated], sort=True))
             for state in [s for s in states or () if s not in READY_STATES]:
                 where = [c.status == state, *self._dated(here), *common]
                 branches.append(self._branch(UNFINISHED, where))
