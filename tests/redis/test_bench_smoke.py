@@ -9,6 +9,7 @@ from pathlib import Path
 from ..db.conftest import MYSQL_ADMIN, PG_ADMIN, server
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+LISTING_BENCH = BENCH.with_name("listing_bench.py")
 
 
 def test_bench_smoke(redis_url: str) -> None:
@@ -47,3 +48,30 @@ def test_bench_smoke(redis_url: str) -> None:
     ):
         assert expected in scenarios
     assert len(scenarios) == 52
+
+
+def test_listing_bench_smoke() -> None:
+    """bench/listing_bench.py --smoke: every backend and scenario, 2,000 results."""
+    server("postgresql", PG_ADMIN)
+    server("mysql", MYSQL_ADMIN)
+    done = subprocess.run(
+        [sys.executable, str(LISTING_BENCH), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = lines.index("| scenario (ms, median) | SQLite | PostgreSQL | MariaDB | memory:// |")
+    scenarios = [line.split(" | ")[0].lstrip("| ") for line in lines[header + 2 :]]
+    assert scenarios == [
+        "first page of 50",
+        "page deep in (cursor of the middle result)",
+        "page of FAILUREs",
+        "page of one task name (5%)",
+        "page of an id prefix",
+        "counts by state, 24 h",
+        "counts in 24 buckets of 1 h",
+        "**dashboard: first page + both counts**",
+    ]
