@@ -34,11 +34,12 @@ from resultstore import (
 
 from . import _engine, _options
 from ._counters import CounterHooks, supports_counters
+from ._counts import ListingStatements
 from ._errors import MissingTablesError, denied, first_line, missing_table
 from ._extras import ExtraHooks
 from ._fast import ConnectionRunner, DirectRunner
 from ._listing import DIALECTS as LISTING_DIALECTS
-from ._listing import ListingHooks, ListingIndexWarning, ListingStatements
+from ._listing_hooks import ListingHooks, ListingIndexWarning
 from ._rows import meta_of, row_values
 from ._schema import Tables, collation_fixes, make_tables
 from ._stack import PoolConnections, connections_for

@@ -21,30 +21,22 @@ In SQL, ``date_done`` of an unfinished row holds the time of its last store (the
 leaves it out): it is the ``at`` of the row's :class:`Position`, so a cursor taken
 among unfinished results resumes exactly there.
 
-Counts: the ready states' ranges of the window, and the ranges of unfinished states
-when the window reaches now, each grouped by status along the index; a histogram's
-buckets are ranges of their own, or computed by the server (see counts()), exactly as
-``CountQuery.bucket`` does in Python.
+Counts are in _counts, the hooks in _listing_hooks.
 """
 
 from __future__ import annotations
 
 import itertools
-import warnings
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Engine
 
-from resultstore import READY_STATES, Codec, DecodeError, hookimpl
-from resultstore.listing import CountQuery, ListQuery, Position, ResultPage
+from resultstore import READY_STATES
+from resultstore.listing import ListQuery, Position
 
 from ._fast import FastStatement
-from ._rows import meta_of, naive_utc, read_columns, unpack
+from ._rows import naive_utc, read_columns, unpack
 from ._schema import Tables, task_id_order
 
 READY = sorted(READY_STATES)
@@ -54,19 +46,8 @@ DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")  # the bucket arithmetic
 # (unfinished, at is None) in order.
 UNFINISHED, UNFINISHED_UNDATED, FINISHED, FINISHED_UNDATED = range(4)
 
-# Histograms up to this many buckets count one range of the index per bucket; wider
-# ones compute each row's bucket (SQLite takes up to 500 SELECTs in one UNION).
-RANGED_BUCKETS = 100
-COMPUTED = -1
 # Compiled statements kept per backend: one per combination of filters (a few dozen).
-_CACHE = 256
-_EPOCH = datetime(1970, 1, 1)
-_MICROSECOND = timedelta(microseconds=1)
-
-
-class ListingIndexWarning(UserWarning):
-    """The task table lacks the listing index (created before it existed): listing
-    works, but sorts; the warning gives the CREATE INDEX to run."""
+CACHE = 256
 
 
 def segment(position: Position) -> int:
@@ -89,7 +70,7 @@ def prefix_end(prefix: str) -> str | None:
 
 
 @dataclass(frozen=True)
-class _Filters:
+class FilterShape:
     """Which filters a query sets: statements are compiled once per combination."""
 
     name: bool
@@ -100,18 +81,12 @@ class _Filters:
 
 
 @dataclass(frozen=True)
-class _PageShape(_Filters):
+class _PageShape(FilterShape):
     states: tuple[str, ...] | None
     after: int | None  # the cursor's segment
 
 
-@dataclass(frozen=True)
-class _CountShape(_Filters):
-    # 1, the number of buckets counted one range each, or COMPUTED (see counts())
-    buckets: int
-
-
-def _filter_params(query: Any) -> tuple[dict[str, Any], dict[str, bool]]:
+def filter_params(query: Any) -> tuple[dict[str, Any], dict[str, bool]]:
     params: dict[str, Any] = {}
     end = None
     if query.name is not None:
@@ -135,8 +110,9 @@ def _filter_params(query: Any) -> tuple[dict[str, Any], dict[str, bool]]:
     return params, shape
 
 
-class ListingStatements:
-    """One backend's listing statements, compiled for its dialect once per shape."""
+class PageStatements:
+    """One backend's page statements, compiled for its dialect once per shape (and what
+    the count statements share with them, see _counts)."""
 
     def __init__(self, tables: Tables, dialect: sa.Dialect) -> None:
         self.dialect = dialect
@@ -151,13 +127,12 @@ class ListingStatements:
         self.ready = task.c.status.in_(READY)
         self.limit = sa.bindparam("limit", type_=sa.Integer, required=False)
         self._pages: dict[_PageShape, FastStatement | None] = {}
-        self._counts: dict[_CountShape, FastStatement] = {}
 
     # --- pages ---------------------------------------------------------------------------
 
     def page(self, query: ListQuery) -> tuple[FastStatement | None, dict[str, Any]]:
         """The statement of ``query``'s page and its parameters (None: nothing can match)."""
-        params, filters = _filter_params(query)
+        params, filters = filter_params(query)
         after = query.after
         params["limit"] = query.limit + 1  # one more tells whether a next page exists
         if after is not None:
@@ -168,7 +143,7 @@ class ListingStatements:
             **filters, states=states, after=None if after is None else segment(after)
         )
         if shape not in self._pages:
-            if len(self._pages) >= _CACHE:
+            if len(self._pages) >= CACHE:
                 self._pages.clear()
             select = self._page(shape)
             self._pages[shape] = (
@@ -291,7 +266,7 @@ class ListingStatements:
 
     # --- what pages and counts share ----------------------------------------------------
 
-    def _filters(self, shape: _Filters) -> list[Any]:
+    def _filters(self, shape: FilterShape) -> list[Any]:
         c = self.task.c
         where = []
         if shape.name:
@@ -302,7 +277,7 @@ class ListingStatements:
             where.append(self.task_id < sa.bindparam("hi", type_=sa.String, required=False))
         return where
 
-    def _window(self, shape: _Filters) -> list[Any]:
+    def _window(self, shape: FilterShape) -> list[Any]:
         done, kind = self.task.c.date_done, self.task.c.date_done.type
         where = []
         if shape.since:
@@ -322,205 +297,8 @@ class ListingStatements:
         ranges.append(status > READY[-1])
         return ranges
 
-    # --- counts --------------------------------------------------------------------------
-
-    def counts(self, query: CountQuery) -> tuple[FastStatement, dict[str, Any]]:
-        """The statement of ``query``'s counts and its parameters.
-
-        A histogram's buckets end at ``bound[i] = since + i * step`` (computed here; the
-        last one ``until``), which is ``CountQuery.bucket`` in whole microseconds. On
-        SQLite and MariaDB, up to RANGED_BUCKETS buckets are one range of the index each,
-        ``bound[i] <= date_done < bound[i + 1]``, with no arithmetic on any row: of
-        100,000 results in 24 buckets, SQLite took 62 ms computing each row's bucket and
-        14 ms by ranges, MariaDB 200 and 71 ms. Wider ones compute it (see _bucket).
-        PostgreSQL computes it always, by ``width_bucket`` over the bounds (a binary
-        search): by ranges it read each bucket's rows from the table, in 73 ms."""
-        params, filters = _filter_params(query)
-        step = query.step
-        buckets = query.buckets
-        if step is not None:
-            assert query.since is not None
-            since = naive_utc(query.since)
-            if self.postgresql:
-                buckets = COMPUTED
-                params["bounds"] = [since + i * step for i in range(1, query.buckets)]
-            elif buckets <= RANGED_BUCKETS:
-                params.update({f"b{i}": since + i * step for i in range(1, buckets)})
-                params[f"b{buckets}"] = params.pop("until")
-                params["b0"] = params.pop("since")
-            else:
-                buckets = COMPUTED
-                params["step"] = step // _MICROSECOND
-                params["since_us"] = (since - _EPOCH) // _MICROSECOND
-        shape = _CountShape(**filters, buckets=buckets)
-        statement = self._counts.get(shape)
-        if statement is None:
-            if len(self._counts) >= _CACHE:
-                self._counts.clear()
-            statement = self._counts[shape] = FastStatement(self.dialect, self._count(shape))
-        return statement, params
-
-    def _count(self, shape: _CountShape) -> Any:
-        """Counts by (status, bucket) of each part; a status may come from two parts (the
-        caller adds them up). Each part groups by itself: by status alone, MariaDB and
-        SQLite count along the index, with no temporary table of every row."""
-        c = self.task.c
-        common = self._filters(shape)
-        if shape.buckets > 1:
-            kind = c.date_done.type
-            bounds = [
-                sa.bindparam(f"b{i}", type_=kind, required=False) for i in range(shape.buckets + 1)
-            ]
-            parts = [
-                self._grouped(self.ready, c.date_done >= low, c.date_done < high, *common, bucket=i)
-                for i, (low, high) in enumerate(itertools.pairwise(bounds))
-            ]
-        elif shape.buckets == COMPUTED:
-            parts = [self._computed(self.ready, *self._window(shape), *common)]
-        else:
-            parts = [self._grouped(self.ready, *self._window(shape), *common)]
-        if not shape.until:
-            # A window that reaches now: what runs now, and finished rows without a
-            # date (which a window with ``since`` left out above), count in it.
-            # One part per range: grouped by status, SQLite read the whole index in
-            # status order rather than the four ranges of an OR.
-            parts += [self._grouped(r, *common) for r in self._unfinished()]
-            if shape.since:
-                parts.append(self._grouped(self.ready, c.date_done.is_(None), *common))
-        return sa.union_all(*parts) if len(parts) > 1 else parts[0]
-
-    def _grouped(self, *where: Any, bucket: int = 0) -> Any:
-        status = self.task.c.status
-        number = sa.literal_column(str(bucket), sa.Integer).label("bucket")
-        return sa.select(status, number, sa.func.count().label("n")).where(*where).group_by(status)
-
-    def _computed(self, *where: Any) -> Any:
-        # The bucket is named in a subquery and grouped by its name: PostgreSQL takes
-        # an expression with parameters in GROUP BY for another one than in SELECT.
-        rows = sa.select(self.task.c.status, self._bucket().label("bucket")).where(*where)
-        found = rows.subquery()
-        return sa.select(found.c.status, found.c.bucket, sa.func.count().label("n")).group_by(
-            found.c.status, found.c.bucket
-        )
-
-    def _bucket(self) -> Any:
-        """A row's bucket, computed by the server, exactly (see counts)."""
-        done = self.task.c.date_done
-        if self.postgresql:
-            kind = postgresql.ARRAY(done.type)
-            return sa.func.width_bucket(done, sa.bindparam("bounds", type_=kind, required=False))
-        # ``(date_done - since) // step`` in whole microseconds.
-        step = sa.bindparam("step", type_=sa.BigInteger, required=False)
-        if self.dialect.name == "sqlite":
-            # DateTime is text there, "YYYY-MM-DD HH:MM:SS.ffffff" (SQLAlchemy's format,
-            # and _fast's): whole seconds by strftime of the text up to the seconds (of
-            # the whole text, SQLite rounds to the millisecond first: 35.9999995 -> 36),
-            # microseconds from the text.
-            since = sa.bindparam("since_us", type_=sa.BigInteger, required=False)
-            seconds = sa.cast(sa.func.strftime("%s", sa.func.substr(done, 1, 19)), sa.BigInteger)
-            micros = sa.cast(sa.func.substr(done, 21, 6), sa.BigInteger)
-            return (seconds * 1_000_000 + micros - since) // step
-        start = sa.bindparam("since", type_=done.type, required=False)
-        return sa.func.timestampdiff(sa.literal_column("MICROSECOND"), start, done).op("DIV")(step)
-
 
 def _unpack_keeping_segment(row: dict[str, Any]) -> dict[str, Any]:
     found = unpack(row)
     found["seg"] = row["seg"]
     return found
-
-
-def has_listing_index(engine: Engine, tables: Tables) -> bool:
-    """Whether the task table has an index that leads with (status, date_done)."""
-    task = tables.task
-    indexes = sa.inspect(engine).get_indexes(task.name, schema=task.schema)
-    return any(
-        index["name"] == tables.listing.name
-        or list(index.get("column_names") or [])[:2] == ["status", "date_done"]
-        for index in indexes
-    )
-
-
-class ListingHooks:
-    """Mixed into DatabaseBackend, whose ``_run`` runs a statement on the fast path."""
-
-    codec: Codec
-    tables: Tables
-    where: str
-    listing: ListingStatements | None
-    _run: Callable[..., Any]
-    _retried: Callable[..., Any]
-    _index_checked = False
-
-    @property
-    def engine(self) -> Engine:  # DatabaseBackend's
-        raise NotImplementedError
-
-    @hookimpl
-    def list_results(self, query: ListQuery) -> ResultPage:
-        assert self.listing is not None  # declared with capability "listing" only
-        self._check_index()
-        statement, params = self.listing.page(query)
-        if statement is None:
-            return ResultPage([], None)
-
-        def read(db: Any) -> list[dict[str, Any]]:
-            return db.all(statement, params)  # type: ignore[no-any-return]
-
-        rows = self._run("listing results", read, True)
-        page, more = rows[: query.limit], len(rows) > query.limit
-        items = []
-        for row in page:
-            try:
-                items.append(meta_of(self.codec, row))
-            except DecodeError:
-                # As the key-value plugins do: one record this client cannot decode
-                # must not hide the others (a get of its id raises the error).
-                continue
-        if not more:
-            return ResultPage(items, None)
-        last = page[-1]
-        at = last["date_done"]
-        position = Position(
-            last["seg"] < FINISHED,
-            None if at is None else at.replace(tzinfo=timezone.utc),
-            last["task_id"],
-        )
-        return ResultPage(items, position.encode())
-
-    @hookimpl
-    def count_results(self, query: CountQuery) -> Mapping[str, list[int]]:
-        assert self.listing is not None
-        self._check_index()
-        statement, params = self.listing.counts(query)
-
-        def read(db: Any) -> list[dict[str, Any]]:
-            return db.all(statement, params)  # type: ignore[no-any-return]
-
-        counts: dict[str, list[int]] = {}
-        for row in self._run("counting results", read, True):
-            # A date at the very end of the window may fall one bucket past the last:
-            # the step is rounded to the microsecond, as CountQuery.bucket clamps it.
-            bucket = min(int(row["bucket"]), query.buckets - 1)
-            counts.setdefault(row["status"], [0] * query.buckets)[bucket] += int(row["n"])
-        return counts
-
-    def _check_index(self) -> None:
-        """Once per backend: warn when the table lacks the listing index."""
-        if self._index_checked:
-            return
-        self._index_checked = True
-        found = self._retried(
-            "reading the indexes", lambda: has_listing_index(self.engine, self.tables)
-        )
-        if found:
-            return
-        create = sa.schema.CreateIndex(self.tables.listing).compile(dialect=self.engine.dialect)
-        warnings.warn(
-            ListingIndexWarning(
-                f"the table {self.tables.task.fullname} on {self.where} has no listing index "
-                "(it was created before resultstore-db had one): listing and counting work, "
-                f"but read and sort more rows than they need; create it with:\n{create};"
-            ),
-            stacklevel=4,
-        )
