@@ -95,7 +95,6 @@ class BoundedIO:
         super().send_packed_command(command, check_health)  # type: ignore[misc]
 
 
-
 class AsyncBoundedIO:
     """Mixed in before a ``redis.asyncio`` connection class: it reads ``socket_timeout``
     and ``socket_connect_timeout`` anew for every connect, send and read."""
