@@ -76,7 +76,8 @@ class Run:
 
 
 def environ(backend: str | None = None) -> dict[str, str]:
-    env = dict(os.environ)
+    # faulthandler: a command that hangs prints every thread's stack on SIGABRT (finish).
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1"}
     env.pop(ENV, None)
     if backend is not None:
         env[ENV] = backend
@@ -136,11 +137,16 @@ def read_line(stream: IO[str] | None, timeout: float = DEADLINE) -> str:
 
 
 def finish(proc: subprocess.Popen[str]) -> Run:
-    """Wait for ``proc``; what is left of its output (it writes less than a pipe holds)."""
-    rc = proc.wait(timeout=60)
-    assert proc.stdout is not None
-    assert proc.stderr is not None
-    return Run(rc, proc.stdout.read(), proc.stderr.read())
+    """Wait for ``proc``, reading what is left of its output meanwhile (a full pipe must
+    not hold it up). One that does not end within a minute is made to print its threads'
+    stacks (faulthandler, on SIGABRT), and the test fails with them."""
+    try:
+        out, err = proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        out, err = proc.communicate(timeout=60)
+        pytest.fail(f"the command did not end within 60 s; its threads then:\n{err[-8000:]}")
+    return Run(proc.returncode, out, err)
 
 
 def block(*lines: str) -> str:
