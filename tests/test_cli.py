@@ -237,17 +237,17 @@ def failure_block(backend: Backend, task_id: str) -> str:
 # --- plugins ----------------------------------------------------------------------------
 
 PLUGINS_TABLE = """\
-SCHEME         DISTRIBUTION        VERSION  CAPABILITIES                                           STATUS
-database       resultstore-db      0.1.0    per URL                                                ok
-db             resultstore-db      0.1.0    per URL                                                ok
-file           resultstore-file    0.1.0    cleanup,counter,groups,revoke,ttl                      ok
-memory         resultstore-memory  0.1.0    async,cleanup,counter,get_many,groups,push,revoke,ttl  ok
-redis          resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
-redis+cluster  resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
-redis+socket   resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
-rediss         resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
-sentinel       resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
-unix           resultstore-redis   0.1.0    async,counter,get_many,groups,push,revoke,ttl          ok
+SCHEME         DISTRIBUTION        VERSION  CAPABILITIES                                                   STATUS
+database       resultstore-db      0.1.0    per URL                                                        ok
+db             resultstore-db      0.1.0    per URL                                                        ok
+file           resultstore-file    0.1.0    cleanup,counter,groups,revoke,ttl                              ok
+memory         resultstore-memory  0.1.0    async,cleanup,counter,get_many,groups,listing,push,revoke,ttl  ok
+redis          resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
+redis+cluster  resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
+redis+socket   resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
+rediss         resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
+sentinel       resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
+unix           resultstore-redis   0.1.0    async,counter,get_many,groups,listing,push,revoke,ttl          ok
 """
 REDIS_SCHEMES = ["redis", "redis+cluster", "redis+socket", "rediss", "sentinel", "unix"]
 
@@ -281,6 +281,7 @@ def test_plugins_json_is_one_object_per_scheme() -> None:
             "counter",
             "get_many",
             "groups",
+            "listing",
             "push",
             "revoke",
             "ttl",
@@ -309,7 +310,16 @@ def test_plugins_json_is_one_object_per_scheme() -> None:
             "distribution": "resultstore-redis",
             "version": "0.1.0",
             "target": "resultstore_redis:RedisBackend",
-            "capabilities": ["async", "counter", "get_many", "groups", "push", "revoke", "ttl"],
+            "capabilities": [
+                "async",
+                "counter",
+                "get_many",
+                "groups",
+                "listing",
+                "push",
+                "revoke",
+                "ttl",
+            ],
             "error": None,
         }
 

@@ -13,9 +13,12 @@ from .test_cli import cli_run, json_lines, seed_failure, store, url  # noqa: F40
 HEADER = f"{'TASK_ID':<36}  {'STATE':<8}  {'DATE_DONE':<26}  {'NAME':<20}  RESULT"
 
 
-def row(backend: Backend, task_id: str, name: str = "-", result: str = "-") -> str:
+def row(backend: Backend, task_id: str, name: str = "-") -> str:
+    """The line of ``task_id``: its result's repr, cut to 60 characters."""
     meta = backend.get_task_meta(task_id)
     done = meta.date_done.isoformat() if meta.date_done else "-"
+    result = repr(meta.result)
+    result = result if len(result) <= 60 else result[:57] + "..."
     return f"{task_id:<36}  {meta.status:<8}  {done:<26}  {name:<20}  {result}"
 
 
@@ -32,13 +35,15 @@ def seeded(store: Backend) -> Backend:  # noqa: F811
 def test_ls_shows_unfinished_first_then_newest(seeded: Backend, url: str) -> None:  # noqa: F811
     run = cli_run("ls", "--backend", url)
     assert (run.rc, run.err) == (0, "")
+    assert run.out.splitlines()[3].endswith("  '<script>x</script>'")
+    assert run.out.splitlines()[4].endswith("'exc_message': ['divisi...")
     assert run.out.splitlines() == [
         HEADER,
-        row(seeded, "t-4", result="{'current': 3, 'total': 9}"),
-        row(seeded, "other-5", result="None"),
-        row(seeded, "t-3", "tasks.echo", "'<script>x</script>'"),
-        row(seeded, "t-2", result="{'exc_type': 'ZeroDivisionError', 'exc_message': ['divi..."),
-        row(seeded, "t-1", "tasks.add", "1"),
+        row(seeded, "t-4"),
+        row(seeded, "other-5"),
+        row(seeded, "t-3", "tasks.echo"),
+        row(seeded, "t-2"),
+        row(seeded, "t-1", "tasks.add"),
     ]
 
 

@@ -94,22 +94,29 @@ def run(args: argparse.Namespace, backend: Backend, emit_json: Any) -> None:
 def _listed(
     backend: Backend, args: argparse.Namespace, filters: dict[str, Any]
 ) -> Iterator[TaskMeta]:
-    """Results up to ``--limit`` (or all), page by page; the cursor to go on goes to
-    stderr when the limit stops the listing early."""
+    """Results up to ``--limit`` (or all), page by page. The first page is read now, so a
+    bad filter or cursor fails before anything is printed."""
     left = None if args.all else args.limit
-    cursor = args.cursor
-    while True:
-        size = MAX_LIMIT if left is None else min(left, MAX_LIMIT)
-        page = backend.list_results(limit=size, cursor=cursor, **filters)
-        yield from page.items
-        cursor = page.cursor
-        if left is not None:
-            left -= len(page.items)
-        if cursor is None:
-            return
-        if left == 0:
-            print(f"resultstore: more results: add --cursor {cursor}", file=sys.stderr)
-            return
+
+    def size() -> int:
+        return MAX_LIMIT if left is None else min(left, MAX_LIMIT)
+
+    page = backend.list_results(limit=size(), cursor=args.cursor, **filters)
+
+    def pages() -> Iterator[TaskMeta]:
+        nonlocal page, left
+        while True:
+            yield from page.items
+            if left is not None:
+                left -= len(page.items)
+            if page.cursor is None:
+                return
+            if left == 0:
+                print(f"resultstore: more results: add --cursor {page.cursor}", file=sys.stderr)
+                return
+            page = backend.list_results(limit=size(), cursor=page.cursor, **filters)
+
+    return pages()
 
 
 def record(meta: TaskMeta, **head: Any) -> dict[str, Any]:

@@ -4,10 +4,8 @@
   process of its own, on a port the system picks (``--port 0``); it is ready when
   uvicorn prints the address it serves and ``/healthz`` answers, within a deadline,
   and it is stopped by its pid (SIGTERM, then SIGKILL to its process group).
-- The store the server and the tests share is a file that several processes open:
-  ``db+sqlite://`` as soon as the db plugin declares ``listing``, until then the
-  example ``file://`` plugin with listing (``listing_store.py``), registered in the
-  server's process by ``site/sitecustomize.py``.
+- The store the server and the tests share is a ``db+sqlite://`` file, which several
+  processes open.
 - Chromium is Debian's ``/usr/bin/chromium`` driven by Playwright (never ``playwright
   install``). A machine without it skips the browser tests, except under CI, where a
   missing browser is a failure: ``make test`` installs it.
@@ -30,12 +28,7 @@ from typing import Any
 
 import pytest
 
-import resultstore
-
-from .listing_store import SCHEME, TARGET
-
 ROOT = Path(__file__).resolve().parents[2]
-SITE = Path(__file__).resolve().parent / "site"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
@@ -124,10 +117,7 @@ class Server:
 
 
 def server_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    # The tests' listing store must import in the server: the repository's root, and
-    # the sitecustomize that registers it, on its path.
-    path = [str(SITE), str(ROOT), *filter(None, os.environ.get("PYTHONPATH", "").split(":"))]
-    env = {**os.environ, "PYTHONPATH": ":".join(path), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("RESULTSTORE_DASHBOARD_TOKEN", None)
     env.update(extra or {})
     return env
@@ -171,19 +161,7 @@ def start_server(backend: str, *, host: str = "127.0.0.1", token: str | None = N
 
 def shared_store_url(directory: Path) -> str:
     """A store the server's process and the tests' share, and that lists."""
-    sqlite = f"db+sqlite:///{directory / 'results.db'}"
-    with resultstore.Backend(sqlite) as probe:
-        if resultstore.Capability.LISTING in probe.capabilities:
-            return sqlite
-    return f"{SCHEME}://{directory / 'store'}"
-
-
-@pytest.fixture(scope="module")
-def listing_scheme() -> Iterator[None]:
-    """``dirlist://`` in the tests' process too (the server's sitecustomize does it there)."""
-    resultstore.register_backend(SCHEME, TARGET)
-    yield
-    resultstore.unregister_backend(SCHEME)
+    return f"db+sqlite:///{directory / 'results.db'}"
 
 
 @pytest.fixture(scope="module")

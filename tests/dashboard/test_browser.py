@@ -40,13 +40,12 @@ MARKUP = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned 
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.usefixtures("listing_scheme"),
     pytest.mark.timeout(60),
 ]
 
 
 @pytest.fixture(scope="module")
-def store_url(listing_scheme: None, tmp_path_factory: pytest.TempPathFactory) -> str:
+def store_url(tmp_path_factory: pytest.TempPathFactory) -> str:
     return shared_store_url(tmp_path_factory.mktemp("dashboard-store"))
 
 
