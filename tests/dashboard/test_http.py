@@ -4,6 +4,7 @@ and the event stream. The browser tests (test_browser.py) run the real server.""
 
 from __future__ import annotations
 
+import argparse
 import re
 import threading
 import time
@@ -17,7 +18,7 @@ from starlette.testclient import TestClient
 
 from resultstore import Backend, TaskInfo
 from resultstore_dashboard import create_app
-from resultstore_dashboard.cli import main
+from resultstore_dashboard.cli import main, option
 from resultstore_dashboard.security import CSRF_COOKIE, SESSION_COOKIE
 
 from .conftest import TOKEN
@@ -131,6 +132,25 @@ def test_the_command_refuses_another_address_without_a_token(
     assert "at least 16 characters" in capsys.readouterr().err
     with pytest.raises(ValueError, match="at least 16"):
         create_app(Backend("memory://"), token="short")
+
+
+def test_the_command_passes_backend_options_and_refuses_unknown_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert option("redis_list_index=true") == ("redis_list_index", True)
+    assert option('database_table_names={"task": "t"}') == (
+        "database_table_names",
+        {"task": "t"},
+    )
+    assert option("name=plain text") == ("name", "plain text")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^not NAME=VALUE: 'nothing'$"):
+        option("nothing")
+    assert main(["--backend", "memory://", "--option", "clocks=1"]) == 2
+    assert capsys.readouterr().err == (
+        "resultstore-dashboard: cannot open the backend: memory://: plugin "
+        "resultstore_memory.MemoryBackend does not take option 'clocks'; did you mean "
+        "'clock'? (it takes: clock)\n"
+    )
 
 
 # --- CSRF -----------------------------------------------------------------------------

@@ -9,9 +9,11 @@ is opened.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -49,6 +51,17 @@ def parser() -> argparse.ArgumentParser:
         "every writer of the store)",
     )
     parser.add_argument(
+        "--option",
+        action="append",
+        default=[],
+        type=option,
+        metavar="NAME=VALUE",
+        help=(
+            "a backend option, repeatable, e.g. --option redis_list_index=true; the value is "
+            "read as JSON where it parses (true, 5, {...}), else as text"
+        ),
+    )
+    parser.add_argument(
         "--host",
         default="127.0.0.1",
         help="the address to bind (default 127.0.0.1; any other needs a token)",
@@ -82,6 +95,17 @@ def parser() -> argparse.ArgumentParser:
     return parser
 
 
+def option(text: str) -> tuple[str, Any]:
+    """``NAME=VALUE`` from the command line: the value as JSON where it parses."""
+    name, sep, raw = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"not NAME=VALUE: {text!r}")
+    try:
+        return name, json.loads(raw)
+    except ValueError:
+        return name, raw
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     options = parser()
     args = options.parse_args(argv)
@@ -95,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         accept = None if args.accept is None else [n for n in args.accept.split(",") if n]
-        backend = Backend(args.backend, accept_content=accept)
+        backend = Backend(args.backend, accept_content=accept, options=dict(args.option))
     except (ResultStoreError, ValueError, TypeError) as exc:
         print(f"resultstore-dashboard: cannot open the backend: {exc}", file=sys.stderr)
         return 2
