@@ -75,3 +75,28 @@ def test_listing_bench_smoke() -> None:
         "counts in 24 buckets of 1 h",
         "**dashboard: first page + both counts**",
     ]
+
+
+def test_dashboard_bench_smoke(redis_url: str) -> None:
+    """bench/dashboard_bench.py --smoke: the real dashboard command on every backend."""
+    server("postgresql", PG_ADMIN)
+    done = subprocess.run(
+        [sys.executable, str(BENCH.with_name("dashboard_bench.py")), "--smoke"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    header = lines.index(
+        "| page (ms, median) | SQLite | PostgreSQL | Redis, from the index | Redis, by SCAN |"
+    )
+    assert [line.split(" | ")[0].lstrip("| ") for line in lines[header + 2 :]] == [
+        "overview, 24 h (counts, chart, last failures)",
+        "overview, 1 h",
+        "results, first page",
+        "results, FAILURE only",
+        "results, one task name",
+        "a task's page",
+    ]
