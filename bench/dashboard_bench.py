@@ -27,12 +27,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from typing import Any
 
 import redis
 from common import write_section
-from listing_bench import results, sql_bulk, sql_table, sqlite_file
+from listing_bench import arguments, results, sql_bulk, sql_table, sqlite_file
 from redis_listing_bench import delete_prefix, keyprefix, load, options
 
 import resultstore
@@ -149,19 +149,7 @@ def table(figures: dict[str, dict[str, float]]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--postgres", default="postgres@127.0.0.1:5432/test")
-    parser.add_argument("-n", type=int, default=100_000, help="results stored")
-    parser.add_argument("--repeat", type=int, default=7)
-    parser.add_argument("--only", help="comma-separated labels of TARGETS to run")
-    parser.add_argument("--smoke", action="store_true", help="a tiny run, to prove it works")
-    parser.add_argument("--write", action="store_true", help="write the table into bench/README.md")
-    args = parser.parse_args()
-    if args.smoke:
-        args.n, args.repeat = 2000, 1
-    end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    args, end = arguments(__doc__, smoke_repeat=1)
     metas = results(args.n, end)
     chosen = [t for t in TARGETS if not args.only or t.label in args.only.split(",")]
     figures = {t.label: measure(t, args, metas) for t in chosen}

@@ -227,9 +227,11 @@ def table(figures: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def arguments(doc: str | None, smoke_repeat: int) -> tuple[argparse.Namespace, datetime]:
+    """The command line this benchmark and dashboard_bench.py share, and the end of the
+    24 hours the results' dates are spread over."""
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--postgres", default="postgres@127.0.0.1:5432/test")
     parser.add_argument("--mysql", default="root@127.0.0.1:3306/test")
@@ -240,8 +242,13 @@ def main() -> None:
     parser.add_argument("--write", action="store_true", help="write the table into bench/README.md")
     args = parser.parse_args()
     if args.smoke:
-        args.n, args.repeat = 2000, 2
+        args.n, args.repeat = 2000, smoke_repeat
     end = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=1)
+    return args, end
+
+
+def main() -> None:
+    args, end = arguments(__doc__, smoke_repeat=2)
     metas = results(args.n, end)
     chosen = [t for t in TARGETS if not args.only or t.label in args.only.split(",")]
     figures = {t.label: measure(t, args, metas, end) for t in chosen}

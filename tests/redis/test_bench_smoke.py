@@ -50,19 +50,24 @@ def test_bench_smoke(redis_url: str) -> None:
     assert len(scenarios) == 52
 
 
-def test_listing_bench_smoke() -> None:
-    """bench/listing_bench.py --smoke: every backend and scenario, 2,000 results."""
-    server("postgresql", PG_ADMIN)
-    server("mysql", MYSQL_ADMIN)
+def smoke(script: Path) -> list[str]:
+    """The lines ``script --smoke`` printed; it must succeed."""
     done = subprocess.run(
-        [sys.executable, str(LISTING_BENCH), "--smoke"],
+        [sys.executable, str(script), "--smoke"],
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    return done.stdout.splitlines()
+
+
+def test_listing_bench_smoke() -> None:
+    """bench/listing_bench.py --smoke: every backend and scenario, 2,000 results."""
+    server("postgresql", PG_ADMIN)
+    server("mysql", MYSQL_ADMIN)
+    lines = smoke(LISTING_BENCH)
     header = lines.index("| scenario (ms, median) | SQLite | PostgreSQL | MariaDB | memory:// |")
     scenarios = [line.split(" | ")[0].lstrip("| ") for line in lines[header + 2 :]]
     assert scenarios == [
@@ -80,15 +85,7 @@ def test_listing_bench_smoke() -> None:
 def test_dashboard_bench_smoke(redis_url: str) -> None:
     """bench/dashboard_bench.py --smoke: the real dashboard command on every backend."""
     server("postgresql", PG_ADMIN)
-    done = subprocess.run(
-        [sys.executable, str(BENCH.with_name("dashboard_bench.py")), "--smoke"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = smoke(BENCH.with_name("dashboard_bench.py"))
     header = lines.index(
         "| page (ms, median) | SQLite | PostgreSQL | Redis, from the index | Redis, by SCAN |"
     )

@@ -132,16 +132,7 @@ async def search(request: Request) -> Response:
     meta = await read_task(dashboard(request).backend, task_id)
     if meta is not None:
         return RedirectResponse(task_url(request, task_id), status_code=303)
-    return render(
-        request,
-        "missing.html",
-        {
-            "nav": "results",
-            "task_id": task_id,
-            "prefix_link": link(request, "/results", [("prefix", task_id)]),
-        },
-        status_code=404,
-    )
+    return missing(request, task_id)
 
 
 @page
@@ -154,16 +145,7 @@ async def task(request: Request) -> Response:
     except ValueError as exc:  # undecodable, or a content type the backend does not accept
         return error_page(request, 502, f"the stored record of this task cannot be read: {exc}")
     if meta is None:
-        return render(
-            request,
-            "missing.html",
-            {
-                "nav": "results",
-                "task_id": task_id,
-                "prefix_link": link(request, "/results", [("prefix", task_id)]),
-            },
-            status_code=404,
-        )
+        return missing(request, task_id)
     ready = meta.status in READY_STATES
     failure = present.failure(meta)
     return render(
@@ -234,3 +216,17 @@ async def revoke(request: Request) -> Response:
         return refused
     await run_in_threadpool(dashboard(request).backend.revoke, task_id, REVOKE_REASON)
     return RedirectResponse(task_url(request, task_id) + "?revoked=1", status_code=303)
+
+
+def missing(request: Request, task_id: str) -> Response:
+    """Nothing stored under ``task_id``: a 404 page with a link to the ids it begins."""
+    return render(
+        request,
+        "missing.html",
+        {
+            "nav": "results",
+            "task_id": task_id,
+            "prefix_link": link(request, "/results", [("prefix", task_id)]),
+        },
+        status_code=404,
+    )
