@@ -104,11 +104,22 @@ def cli_run(*args: str, env: str | None = None, script: bool = False) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+# The command as a terminal starts it: Ctrl-C raises KeyboardInterrupt. A process started
+# in the background by a non-interactive shell (CI scripts, `make test &`) inherits SIGINT
+# ignored, and Python then leaves it ignored: the Ctrl-C test would wait forever.
+INTERACTIVE = [
+    sys.executable,
+    "-c",
+    "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "runpy.run_module('resultstore.cli', run_name='__main__', alter_sys=True)",
+]
+
+
 @contextmanager
-def spawn(*args: str) -> Iterator[subprocess.Popen[str]]:
+def spawn(*args: str, command: Sequence[str] = MODULE) -> Iterator[subprocess.Popen[str]]:
     """Start ``resultstore ARGS``; killed (and its pipes closed) on the way out."""
     proc = subprocess.Popen(
-        [*MODULE, *args],
+        [*command, *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -684,7 +695,7 @@ def test_wait_is_interrupted_by_ctrl_c(
     job = rid("job")
     if url_of == "sqlite":
         store.store_result(job, None, "STARTED")
-    with spawn("--backend", backend_url, "wait", job) as proc:
+    with spawn("--backend", backend_url, "wait", job, command=INTERACTIVE) as proc:
         if url_of == "sqlite":
             assert read_line(proc.stderr) == f"{job}  STARTED  None\n"
         else:

@@ -131,6 +131,7 @@ class TestDefaults:
                 Capability.REVOKE,
                 Capability.ASYNC,
                 Capability.COUNTER,
+                Capability.LISTING,
             }
         )
         assert repr(backend) == f"<Backend '{store_url}' plugin=resultstore_memory.MemoryBackend>"
