@@ -130,7 +130,12 @@ def push_plan(progress: Progress, deadline: float | None, owner: str) -> Plan:
     yield from _in_time(progress, deadline, Subscribe(list(progress.pending)))
     # Subscribed first, read again: a result stored before the subscription
     # took effect is found by this read, one stored after it wakes the waiter.
-    found = yield from _in_time(progress, deadline, ReadStep(list(progress.pending)))
+    # Only a ready state is taken from this read: an unfinished one may be newer
+    # than changes the channel has yet to deliver, and ``on_message`` would see
+    # progress go backwards (3, 2, 3). From here the channel alone reports
+    # unfinished states, in the order they were stored.
+    reread = yield from _in_time(progress, deadline, ReadStep(list(progress.pending)))
+    found = {t: m for t, m in reread.items() if m is not None and m.ready}
     while True:
         yield from _ready(progress, found)
         if not progress.pending:

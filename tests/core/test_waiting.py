@@ -305,6 +305,32 @@ class TestOnMessage:
             (SUCCESS, "done"),
         ]
 
+    def test_a_newer_state_read_after_subscribing_does_not_reorder_progress(self) -> None:
+        """The read that follows the subscription can see step 3 while the channel
+        still carries steps 2 and 3 to the waiter (stored after the subscription,
+        delivered later): ``on_message`` must see 1, 2, 3, never 3 then 2."""
+        seen: list[Any] = []
+        progress = wait_module.Progress(["t"], None, lambda m: seen.append(m.result))
+        plan = wait_module.push_plan(progress, None, "test")
+
+        def answer(value: int | str | None) -> Any:
+            """Send one reply (the state ``value`` of "t"); what the plan asks next."""
+            meta = TaskMeta("t", SUCCESS, value) if value == "done" else None
+            if isinstance(value, int):
+                meta = TaskMeta("t", "PROGRESS", {"step": value})
+            step = plan.send(None if meta is None else {"t": meta})
+            while step == wait_module.ReadStep([]):  # nothing to reread after a wake-up
+                step = plan.send({})
+            return step
+
+        assert next(plan) == wait_module.ReadStep(["t"])
+        assert answer(1) == wait_module.Subscribe(["t"])
+        assert answer(None) == wait_module.ReadStep(["t"])
+        for woken in (3, 2, 3):  # the read after subscribing, then the channel's two
+            assert answer(woken) == wait_module.WakeUp(None)
+        assert answer("done") == wait_module.Ready(TaskMeta("t", SUCCESS, "done"))
+        assert seen == [{"step": 1}, {"step": 2}, {"step": 3}, "done"]
+
     def test_already_ready_result_is_reported_once(
         self, backend: Backend, provider: Backend
     ) -> None:
