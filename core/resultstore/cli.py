@@ -8,11 +8,14 @@ unreadable data).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +51,14 @@ class UsageError(Exception):
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.command is cmd_demo:
+        # The demo's worker processes must see Ctrl-C too (see _start_deaf_to_sigint) and
+        # be shut down by its executor: it unwinds the usual way.
+        return _run(parser, args)
+    return _interruptible(lambda: _run(parser, args))
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     try:
         # Every id before any is acted on: a usage error (exit 2) must have changed nothing.
         for task_id in getattr(args, "task_ids", ()):
@@ -73,6 +84,55 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+
+
+def _interruptible(command: Callable[[], int]) -> int:
+    """Run ``command`` in a thread of its own, so that Ctrl-C ends the process at once
+    with exit code 130.
+
+    A KeyboardInterrupt is raised wherever the main thread happens to be: inside
+    redis-py sending on the subscriber connection (which it then closes under the
+    listener thread), or between a lock's acquire and the ``try`` that releases it
+    (the cleanup then hangs on that lock). Here it can only land in the join below.
+    The process then ends without unwinding the command: the system closes its
+    sockets, the server drops its subscriptions, and SQLite rolls back a write in
+    flight."""
+    outcome: list[int] = []
+    error: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            outcome.append(command())
+        except BaseException as exc:  # SystemExit from argparse too: re-raised below
+            error.append(exc)
+
+    thread = threading.Thread(target=target, name="resultstore-command", daemon=True)
+    _start_deaf_to_sigint(thread)
+    try:
+        thread.join()
+    except KeyboardInterrupt:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):  # a closed or broken pipe
+                stream.flush()
+        os._exit(130)
+    if error:
+        raise error[0]
+    return outcome[0]
+
+
+def _start_deaf_to_sigint(thread: threading.Thread) -> None:
+    """Start ``thread`` (and the threads it starts) with SIGINT blocked, so that the
+    system delivers it to the main thread: one delivered to another thread sets
+    Python's flag but leaves the main thread asleep in its join (POSIX; elsewhere
+    Python's handler runs in the main thread anyway)."""
+    if not hasattr(signal, "pthread_sigmask"):
+        thread.start()
+        return
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        thread.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
 
 def _fail(message: str) -> None:
