@@ -111,6 +111,11 @@ def redis_wait_rows(url: str, repeat: int, waits: int) -> list[Row]:
                 r = row(f"{name} {label}", "ms", higher=False)
                 r.ours.append(figure(mine) * 1000)
                 r.raw.append(figure(theirs) * 1000)
+        # The limit of the transport alone: a bare PUBLISH, nothing stored or decoded.
+        bare = wait_latencies(url, None, waits, raw="publish")
+        r = row("wait latency p50, raw: a bare PUBLISH", "ms", higher=False)
+        r.ours.append(statistics.median(ours) * 1000)
+        r.raw.append(statistics.median(bare) * 1000)
     return list(rows.values())
 
 

@@ -7,6 +7,7 @@ same way against the same storer, each next to its raw driver's pub/sub.
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import threading
@@ -18,7 +19,8 @@ import redis
 import redis.asyncio
 
 STORER = """
-import sys, time
+import json, sys, time
+from datetime import datetime, timezone
 import redis
 from resultstore import Backend
 mode, url = sys.argv[1], sys.argv[2]
@@ -29,10 +31,25 @@ for line in sys.stdin:
     started = time.monotonic()
     if mode == "store":
         backend.mark_as_done(task_id, 1)  # Celery's format: Celery clients wake on it too
+    elif mode == "set-publish":
+        # What a user of redis-py alone would write for a stored result that wakes its
+        # waiter: the same bytes (Celery's meta, as json), kept a day and published.
+        value = json.dumps({
+            "status": "SUCCESS", "result": 1, "traceback": None, "children": [],
+            "date_done": datetime.now(timezone.utc).isoformat(), "task_id": task_id,
+        }).encode()
+        pipe = client.pipeline(transaction=False)
+        pipe.set(key, value, ex=86400)
+        pipe.publish(key, value)
+        pipe.execute()
     else:
         client.publish(key, b"1")
     print(started, flush=True)
 """
+
+# The raw driver's side of a wake-up: what the storer does, and whether the waiter
+# decodes the published meta (``json.loads``) as resultstore's does.
+RAW_MODES = {"set-publish": True, "publish": False}
 
 
 class Storer:
@@ -67,13 +84,18 @@ def new_key() -> tuple[str, str]:
     return task_id, f"celery-task-meta-{task_id}"
 
 
-def wait_latencies(url: str, wait: Callable[[str], object] | None, n: int) -> list[float]:
+def wait_latencies(
+    url: str, wait: Callable[[str], object] | None, n: int, raw: str = "set-publish"
+) -> list[float]:
     """Seconds from the store call to the waiter's return, ``n`` times.
 
     ``wait(task_id)`` blocks until the result is there (resultstore, Celery);
-    ``None`` measures the limit: a raw pub/sub subscriber and a bare PUBLISH.
+    ``None`` measures redis-py alone: a pub/sub subscriber that decodes what a
+    pipelined SET + PUBLISH sent (``raw="set-publish"``), or the limit of the
+    transport, a bare PUBLISH of one byte (``raw="publish"``).
     """
-    storer = Storer(url, "publish" if wait is None else "store")
+    decode = RAW_MODES[raw]
+    storer = Storer(url, raw if wait is None else "store")
     client = redis.Redis.from_url(url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     latencies = []
@@ -85,8 +107,10 @@ def wait_latencies(url: str, wait: Callable[[str], object] | None, n: int) -> li
             pubsub.get_message(timeout=1)  # the confirmation
 
             def block() -> None:
-                while pubsub.get_message(timeout=10) is None:
+                while (message := pubsub.get_message(timeout=10)) is None:
                     pass
+                if decode:
+                    json.loads(message["data"])
                 woke.append(time.monotonic())
 
         else:
@@ -118,14 +142,15 @@ def await_latencies(
     url: str, wait: Callable[[str], Awaitable[object]] | None, n: int
 ) -> list[float]:
     """:func:`wait_latencies` for coroutines, in one event loop: ``wait(task_id)`` is
-    awaited (resultstore's ``aget``); ``None`` measures raw ``redis.asyncio`` pub/sub."""
+    awaited (resultstore's ``aget``); ``None`` measures raw ``redis.asyncio`` pub/sub
+    decoding what a pipelined SET + PUBLISH sent."""
     return asyncio.run(_await_latencies(url, wait, n))
 
 
 async def _await_latencies(
     url: str, wait: Callable[[str], Awaitable[object]] | None, n: int
 ) -> list[float]:
-    storer = Storer(url, "publish" if wait is None else "store")
+    storer = Storer(url, "set-publish" if wait is None else "store")
     client = redis.asyncio.Redis.from_url(url)
     pubsub = client.pubsub(ignore_subscribe_messages=True)
     latencies = []
@@ -136,8 +161,9 @@ async def _await_latencies(
             await pubsub.get_message(timeout=1)  # the confirmation
 
             async def block() -> float:
-                while await pubsub.get_message(timeout=10) is None:
+                while (message := await pubsub.get_message(timeout=10)) is None:
                     pass
+                json.loads(message["data"])
                 return time.monotonic()
 
         else:

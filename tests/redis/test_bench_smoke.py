@@ -38,6 +38,7 @@ def test_bench_smoke(redis_url: str) -> None:
     for expected in (
         "store one at a time, small",
         "wait latency p50 (lower is better)",
+        "wait latency p50, raw: a bare PUBLISH (lower is better)",
         "await latency (asyncio) p99 (lower is better)",
         "SQLite: join of 100 done, large (lower is better)",
         "PostgreSQL: wait latency p50 (lower is better)",
@@ -47,7 +48,7 @@ def test_bench_smoke(redis_url: str) -> None:
         "Celery on PostgreSQL: store one at a time, small",
     ):
         assert expected in scenarios
-    assert len(scenarios) == 52
+    assert len(scenarios) == 53
 
 
 def smoke(script: Path) -> list[str]:
