@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 import redis
-from celery import Celery, Task
+from celery import Celery, Task, group
 
 BLOCK_TIMEOUT = 30  # a task never waits for the test longer than this
 
@@ -65,6 +65,30 @@ def make_app(broker: str, backend: str, queue: str) -> Celery:
         if signals.blpop([key], timeout=BLOCK_TIMEOUT) is None:
             raise TimeoutError(f"nobody released {key}")
         return "done"
+
+    @app.task(name="t.collect", shared=False)
+    def collect(values: list[Any]) -> list[Any]:
+        """A chord callback that returns what it was given, in its order."""
+        return values
+
+    @app.task(name="t.push", shared=False)
+    def push(key: str, value: int) -> int:
+        """Push ``value`` to ``key`` (for the test waiting on it), then return it."""
+        signals.rpush(key, value)
+        return value
+
+    @app.task(name="t.extend_chord", shared=False, bind=True)
+    def extend_chord(self: Task, nums: list[int], val: int) -> int:
+        """Celery's integration task add_to_all_to_chord: adds a part per number."""
+        for num in nums:
+            self.add_to_chord(add.s(num, val))
+        return 0
+
+    @app.task(name="t.extend_chord_by_chord", shared=False, bind=True)
+    def extend_chord_by_chord(self: Task, nums: list[int], val: int) -> int:
+        """Celery's add_chord_to_chord: adds one part, a chord of its own."""
+        self.add_to_chord(group(add.s(num, val) for num in nums) | tsum.s())
+        return 0
 
     @app.task(name="t.count_call", shared=False)
     def count_call(values: list[int], counts: str, tag: str) -> int:

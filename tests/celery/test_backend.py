@@ -14,8 +14,10 @@ import pytest
 from celery import Celery
 from celery.app.task import Context
 from celery.exceptions import ImproperlyConfigured
+from celery.utils.functional import regen
 
 import celery_resultstore
+from celery_resultstore._chords import GENERATOR_HEADER
 from resultstore import Capability, GroupMeta
 
 from .conftest import BROKER, start_worker
@@ -161,3 +163,46 @@ def test_without_a_counter_exactly_one_part_claims_the_callback(app: Celery) -> 
     for racer in racers:
         racer.join(10)
     assert sorted(outcomes) == [False] * 7 + [True]
+
+
+@pytest.mark.parametrize("generator", [False, True], ids=["list", "generator"])
+def test_exactly_one_calls_back_wherever_the_size_arrives(
+    app: Celery, monkeypatch: pytest.MonkeyPatch, generator: bool
+) -> None:
+    """The counter path, in process: Celery gives the size (set_chord_size) before it
+    sends the last part, but however the size and the parts interleave, and with a
+    part added by one of them, exactly one of them calls back, with every part."""
+    backend = app.backend
+    joined: list[list[str]] = []
+    monkeypatch.setattr(
+        backend, "_finish_chord", lambda header, callback: joined.append(header.results)
+    )
+    for position in range(5):  # set_chord_size before the first part returns, ..., after all
+        group_id, members, extra = tid(), [tid() for _ in range(3)], tid()
+        results = [app.AsyncResult(t) for t in members]
+        body = app.signature("t.body")
+        backend.apply_chord((group_id, regen(iter(results)) if generator else results), body)
+        assert body.get(GENERATOR_HEADER, False) is generator
+        parts = [
+            Context(id=t, group=group_id, group_index=i, chord=dict(body))
+            for i, t in enumerate(members)
+        ]
+        # The first part adds one (with its index, as Task.add_to_chord does).
+        backend.add_to_chord(group_id, app.AsyncResult(extra))
+        events: list[Context | None] = [
+            parts[0],
+            Context(id=extra, group=group_id, group_index=0, chord=dict(body)),
+            *parts[1:],
+        ]
+        events.insert(position, None)  # None: Celery gives the size
+        for request in events:
+            if request is None:
+                backend.set_chord_size(group_id, 3)
+            else:
+                backend.store_result(request.id, 1, "SUCCESS")
+                backend.on_chord_part_return(request, "SUCCESS", 1)
+        # A generator header's parts come in Celery's order (by index); otherwise the
+        # header's, then the added ones.
+        order = [members[0], extra, *members[1:]] if generator else [*members, extra]
+        assert [[r.id for r in results] for results in joined] == [order]
+        joined.clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -118,6 +119,39 @@ def test_chord_whose_header_holds_a_chain(app: Celery) -> None:
     add, tsum = app.tasks["t.add"], app.tasks["t.tsum"]
     workflow = chord([chain(add.s(1, 1), add.s(1)), add.s(5, 5)], tsum.s())
     assert workflow.delay().get(timeout=TIMEOUT) == 3 + 10
+
+
+def test_chord_whose_header_is_a_generator(app: Celery, redis_client: redis.Redis) -> None:
+    """Celery sends a generator header part by part, producing parts a few ahead of the
+    one it sends (and the size only once the generator is exhausted). Here the fourth
+    part is produced only once the first has run: a bridge that unrolled the header
+    before sending any part would wait for nothing."""
+    push, collect = app.tasks["t.push"], app.tasks["t.collect"]
+    done = key()
+
+    def header() -> Iterator[Any]:
+        for i in range(6):
+            if i == 3:
+                ran = redis_client.blpop([f"{done}:0"], timeout=TIMEOUT)
+                assert ran is not None, "the first part never ran: the header was unrolled early"
+            yield push.s(f"{done}:{i}", i)
+
+    assert chord(header(), collect.s())().get(timeout=TIMEOUT) == [0, 1, 2, 3, 4, 5]
+    redis_client.delete(*(f"{done}:{i}" for i in range(1, 6)))  # those nobody waited for
+
+
+def test_add_to_chord(app: Celery) -> None:
+    """Parts added by a header part (Task.add_to_chord) join the callback's values after
+    the header's, in the order they were added."""
+    extend, add, collect = app.tasks["t.extend_chord"], app.tasks["t.add"], app.tasks["t.collect"]
+    result = chord([extend.s([1, 2, 3], 4), add.s(10, 10)], collect.s())()
+    assert result.get(timeout=TIMEOUT) == [0, 20, 5, 6, 7]
+
+
+def test_add_a_chord_to_a_chord(app: Celery) -> None:
+    extend, collect = app.tasks["t.extend_chord_by_chord"], app.tasks["t.collect"]
+    result = chord([extend.s([1, 2, 3], 4)], collect.s())()
+    assert result.get(timeout=TIMEOUT) == [0, 5 + 6 + 7]
 
 
 # 300 on Redis and PostgreSQL, 100 on the others (the same counter path), to keep the

@@ -10,6 +10,7 @@ Redis backend must pass through the bridge too.
     python integrations/celery/upstream/run.py --slice smoke    # a few minutes' worth
     python integrations/celery/upstream/run.py --backends celery-redis,resultstore-redis
     UPSTREAM_REDIS_DB=14 python integrations/celery/upstream/run.py --backends ...  # alongside
+    python integrations/celery/upstream/run.py --tests t/integration/test_canvas.py::test_chord
 
 ``make celery-upstream`` runs the full comparison in the project's venv (the
 bridge's ``test`` extra installs what the suite imports); ``make test`` runs the
@@ -193,10 +194,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", default=",".join(BACKENDS))
     parser.add_argument("--slice", choices=("full", "smoke"), default="full")
+    parser.add_argument(
+        "--tests",
+        nargs="+",
+        metavar="NODE_ID",
+        help="run these pytest node ids of the suite (as 't/integration/...') instead of a slice",
+    )
     parser.add_argument("--python", default=sys.executable, help="the interpreter to test with")
     args = parser.parse_args(argv)
     chosen = [BACKENDS[name] for name in args.backends.split(",")]
-    tests = list(SMOKE if args.slice == "smoke" else FILES)
+    tests = args.tests or list(SMOKE if args.slice == "smoke" else FILES)
     tree = fetch_suite(args.python)
     results = WORKDIR / "results"
     results.mkdir(parents=True, exist_ok=True)

@@ -58,6 +58,7 @@ class ResultStoreBackend(Chords, AsyncBackendMixin, BaseBackend):  # type: ignor
         )
         self._refuse_in_worker()
         self.supports_autoexpire = Capability.TTL in self.store.capabilities
+        self.unsized_chords = {}
         self.result_consumer = self.ResultConsumer(
             self, self.app, self.accept, self._pending_results, self._pending_messages
         )
