@@ -385,7 +385,11 @@ def test_mariadb_killed_during_a_store(mysql_url: str, mysql_admin: str, killer:
 
 
 def test_mariadb_killed_during_a_batch_of_stores(mysql_url: str, killer: Killer) -> None:
+    """19 rounds of kills among 200 stores. Kill k is made once 10k stores are done, and
+    store 10k + 5 waits for it: it lands within those five stores (mid-statement) or
+    while the storer waits (on its pooled connection), however the two threads run."""
     outcomes: dict[str, Any] = {}
+    rounds = [threading.Event() for _ in range(19)]
     options = {"database_retry_policy": {"max_retries": 5, "interval_start": 0.01}}
     with Backend(mysql_url, options=options) as backend:
 
@@ -396,16 +400,18 @@ def test_mariadb_killed_during_a_batch_of_stores(mysql_url: str, killer: Killer)
                     outcomes[task_id] = backend.mark_as_done(task_id, {"i": i})
                 except Exception as exc:
                     outcomes[task_id] = exc
-
-        def progressed(target: int) -> Callable[[], bool]:
-            return lambda: len(outcomes) >= target or not storer.is_alive()
+                tens, units = divmod(i + 1, 10)
+                if units == 5 and 1 <= tens <= len(rounds):
+                    assert rounds[tens - 1].wait(DEADLINE), f"kill {tens} was not made"
 
         storer = start(store_all)
-        while storer.is_alive() and killer.kills < 20:  # a kill every 10 stores, at most 20
-            wait_until(progressed(len(outcomes) + 10), "10 more stores are done")
+        for k, made in enumerate(rounds, 1):
+            wait_until(lambda k=k: len(outcomes) >= 10 * k, f"{10 * k} stores are done")
             killer.kill_all()
+            made.set()
         storer.finish()
-        assert killer.kills >= 5
+        # Each round finds the connection that the five stores since the last one used.
+        assert killer.kills >= len(rounds)
         assert outcomes == {f"batch-{i}": True for i in range(200)}
         found = backend.get_many([f"batch-{i}" for i in range(200)])
         assert {t: m.result for t, m in found.items()} == {
