@@ -53,7 +53,8 @@ RAW_MODES = {"set-publish": True, "publish": False}
 
 
 class Storer:
-    """The other process: stores a result (``store``) or publishes to its key (``publish``)."""
+    """The other process: stores a result (``store``), or does redis-py's like of it
+    (``set-publish``), or publishes one byte to its key (``publish``)."""
 
     def __init__(self, url: str, mode: str) -> None:
         self._process = subprocess.Popen(

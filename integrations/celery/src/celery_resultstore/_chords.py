@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from typing import Any
 
 from celery import states
@@ -71,23 +70,20 @@ def claim_name(group_id: str) -> str:
 
 
 def added_name(group_id: str) -> str:
-    """The counter that numbers the parts ``add_to_chord`` added: 1, 2, ..."""
+    """The counter that numbers the parts ``add_to_chord`` added: 1, 2, ... (each
+    recorded as its result's tuple)."""
     return f"chord-added-{group_id}"
 
 
-def added_record(group_id: str, number: int) -> str:
-    """The record of the added part ``number``: its result's tuple."""
-    return f"chord-added-{group_id}-{number}"
-
-
 def reported_name(group_id: str) -> str:
-    """The counter that numbers the finished parts of a generator header: 1, 2, ..."""
+    """The counter that numbers the finished parts of a generator header: 1, 2, ...
+    (each recorded as ``[group_index, task_id]``)."""
     return f"chord-parts-{group_id}"
 
 
-def reported_record(group_id: str, number: int) -> str:
-    """The record of a generator header's part ``number``: ``[group_index, task_id]``."""
-    return f"chord-parts-{group_id}-{number}"
+def record_name(counter: str, number: int) -> str:
+    """The record numbered ``number`` by the counter ``counter``."""
+    return f"{counter}-{number}"
 
 
 def member_ids(group_tuple: Any) -> list[str]:
@@ -172,7 +168,7 @@ class Chords:
             return
         number = self.store.incr(added_name(group_id), expires=self.chord_expires)
         self.store.store_result(
-            added_record(group_id, number),
+            record_name(added_name(group_id), number),
             result.as_tuple(),
             states.SUCCESS,
             expires=self.chord_expires,
@@ -197,7 +193,7 @@ class Chords:
     def _report(self, group_id: str, request: Any) -> None:
         number = self.store.incr(reported_name(group_id), expires=self.chord_expires)
         self.store.store_result(
-            reported_record(group_id, number),
+            record_name(reported_name(group_id), number),
             [request.group_index, request.id],
             states.SUCCESS,
             expires=self.chord_expires,
@@ -236,30 +232,28 @@ class Chords:
 
     def _added_parts(self, group_id: str) -> list[Any]:
         """The results ``add_to_chord`` recorded, in the order it was called."""
-        tuples = self._take_records(added_name(group_id), lambda n: added_record(group_id, n))
+        tuples = self._take_records(added_name(group_id))
         return [result_from_tuple(t, self.app) for t in tuples]
 
     def _reported_parts(self, group_id: str) -> list[Any]:
         """A generator header's parts, added ones too, by their index in the header as
         Celery's Redis backend orders them (an added part has the index of the part
         that added it; equal indexes in the order they finished)."""
-        reports = self._take_records(
-            reported_name(group_id), lambda n: reported_record(group_id, n)
-        )
+        reports = self._take_records(reported_name(group_id))
         # Added parts reported themselves here too (they carry the chord's body): the
         # records add_to_chord kept of them are only forgotten.
-        self._take_records(added_name(group_id), lambda n: added_record(group_id, n))
+        self._take_records(added_name(group_id))
         order = sorted(
             range(len(reports)), key=lambda i: (reports[i][0] is None, reports[i][0] or 0, i)
         )
         return [self.app.AsyncResult(reports[i][1]) for i in order]
 
-    def _take_records(self, name: str, record: Callable[[int], str]) -> list[Any]:
+    def _take_records(self, name: str) -> list[Any]:
         """The values of the records the counter ``name`` numbered, in that order;
         the records and the counter are forgotten (every part has written its own:
         it did before it counted)."""
         count = self.store.incr(name, 0, expires=self.chord_expires)
-        ids = [record(number) for number in range(1, count + 1)]
+        ids = [record_name(name, number) for number in range(1, count + 1)]
         metas = self.store.get_many(ids) if ids else {}
         for task_id in ids:
             self.store.forget(task_id)
